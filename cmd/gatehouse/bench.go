@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
+	"github.com/gatehouse-dev/gatehouse/internal/loadtest"
+)
+
+const benchSummary = `Run Gatehouse's end-to-end benchmarks and print a table (medians of several runs).
+
+  gatehouse bench sim   one simulator process serving N shard connections at R events/s
+                        per shard; reports delivered events/s, the simulator's CPU-seconds
+                        and events per simulator CPU-second (the load client runs in this
+                        process and is measured apart).`
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "sim" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+			fmt.Fprintf(stderr, "Usage: gatehouse bench sim [flags]\n\n%s\n", benchSummary)
+			return nil
+		}
+		return usageError{"bench: name a benchmark: sim"}
+	}
+	fs := newFlagSet("bench sim", benchSummary, stderr)
+	var (
+		cfg      loadtest.SimBenchConfig
+		runs     = fs.Int("runs", 3, "runs; the table shows each and the median")
+		compress = fs.String("compress", "none", "transport compression the clients ask for: none, zlib-stream, zstd-stream")
+	)
+	fs.IntVar(&cfg.Shards, "shards", 1000, "shard connections")
+	fs.IntVar(&cfg.Guilds, "guilds", 0, "guilds (0 = 20 per shard)")
+	fs.Float64Var(&cfg.Rate, "rate", 100, "events per second per shard")
+	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", 0, "identify buckets (0 = one per shard, so the fleet start does not pace the measurement)")
+	fs.DurationVar(&cfg.IdentifyInterval, "identify-interval", 50*time.Millisecond, "identify window per bucket (short, so the fleet starts fast)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "wait after the fleet is up before measuring")
+	fs.DurationVar(&cfg.Measure, "measure", 10*time.Second, "measured window per run")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Compression, err = codec.ParseCompression(*compress); err != nil {
+		return usageError{"bench sim: -compress: " + err.Error()}
+	}
+	if *runs < 1 {
+		return usageError{"bench sim: -runs must be at least 1"}
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logs = stderr
+	if cfg.Exe, err = os.Executable(); err != nil {
+		return err
+	}
+
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(stdout, "simulator scale: %d shards, %g events/s/shard, compression %s, %v windows\n",
+		cfg.Shards, cfg.Rate, compressionName(cfg.Compression), cfg.Measure)
+	fmt.Fprintln(tw, "run\tconnected\tevents/s\tsim CPU-s/s\tevents/sim-CPU-s\tclient CPU-s/s\tsim RSS MiB\tstart s\tidentify retries\t")
+	var results []loadtest.SimBenchResult
+	for i := range *runs {
+		r, err := loadtest.RunSimBench(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("bench sim: run %d: %w", i+1, err)
+		}
+		results = append(results, r)
+		printSimRow(tw, fmt.Sprint(i+1), r)
+		tw.Flush()
+	}
+	printSimRow(tw, "median", medianSim(results))
+	return tw.Flush()
+}
+
+func printSimRow(w io.Writer, name string, r loadtest.SimBenchResult) {
+	perSec := func(d time.Duration) float64 { return d.Seconds() / r.Window.Seconds() }
+	fmt.Fprintf(w, "%s\t%d\t%.0f\t%.2f\t%.0f\t%.2f\t%.0f\t%.1f\t%d\t\n", name, r.Connected, r.EventsPerSec,
+		perSec(r.SimCPU), r.EventsPerCPUs, perSec(r.ClientCPU), float64(r.SimRSS)/(1<<20), r.StartTime.Seconds(), r.IdentifyRetries)
+}
+
+// medianSim takes each column's median separately.
+func medianSim(rs []loadtest.SimBenchResult) loadtest.SimBenchResult {
+	med := func(get func(loadtest.SimBenchResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = get(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	w := time.Second
+	return loadtest.SimBenchResult{
+		Window:          w,
+		Connected:       int(med(func(r loadtest.SimBenchResult) float64 { return float64(r.Connected) })),
+		EventsPerSec:    med(func(r loadtest.SimBenchResult) float64 { return r.EventsPerSec }),
+		SimCPU:          time.Duration(med(func(r loadtest.SimBenchResult) float64 { return float64(r.SimCPU) / r.Window.Seconds() })),
+		ClientCPU:       time.Duration(med(func(r loadtest.SimBenchResult) float64 { return float64(r.ClientCPU) / r.Window.Seconds() })),
+		EventsPerCPUs:   med(func(r loadtest.SimBenchResult) float64 { return r.EventsPerCPUs }),
+		SimRSS:          int64(med(func(r loadtest.SimBenchResult) float64 { return float64(r.SimRSS) })),
+		StartTime:       time.Duration(med(func(r loadtest.SimBenchResult) float64 { return float64(r.StartTime) })),
+		IdentifyRetries: int64(med(func(r loadtest.SimBenchResult) float64 { return float64(r.IdentifyRetries) })),
+	}
+}
+
+func compressionName(c codec.Compression) string {
+	if c == codec.None {
+		return "none"
+	}
+	return string(c)
+}

@@ -1,0 +1,91 @@
+package loadtest
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startSim runs an in-process simulator on 127.0.0.1:0.
+func startSim(t *testing.T, cfg sim.Config) string {
+	t.Helper()
+	srv, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		<-done
+		st := srv.Stats()
+		if st.IdentifyViolations != 0 {
+			t.Errorf("fleet made %d identify violations: %v", st.IdentifyViolations, st.Violations)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// TestFleetStartsWithinIdentifyLimit checks that a fleet comes up at the
+// identify limit with zero violations, in both transports, and counts
+// events.
+func TestFleetStartsWithinIdentifyLimit(t *testing.T) {
+	for _, c := range []codec.Compression{codec.None, codec.ZlibStream} {
+		t.Run(compressionName(c), func(t *testing.T) {
+			base := startSim(t, sim.Config{
+				Guilds: 3000, MaxConcurrency: 2, IdentifyInterval: 100 * time.Millisecond,
+				EventRate: 200, HeartbeatInterval: time.Second,
+			})
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			f, err := NewFleet(ctx, FleetConfig{BaseURL: base + "/api/v10", Token: "sim-token", Shards: 4,
+				IdentifyInterval: 100 * time.Millisecond, Compression: c})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { defer close(done); f.Run(ctx) }()
+			for {
+				st := f.Stats()
+				if st.Ready == 4 && st.Guilds == 3000 && st.Events > 100 {
+					break
+				}
+				if st.Errors > 0 || ctx.Err() != nil {
+					t.Fatalf("fleet stats %+v, ctx %v", st, ctx.Err())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			st := f.Stats()
+			// 4 shards at max_concurrency 2: two identify rounds, one
+			// interval apart.
+			if d := st.LastReady.Sub(st.FirstIdentify); d < 100*time.Millisecond {
+				t.Errorf("fleet started in %v, faster than the identify limit allows", d)
+			}
+			cancel()
+			<-done
+		})
+	}
+}
+
+func compressionName(c codec.Compression) string {
+	if c == codec.None {
+		return "none"
+	}
+	return string(c)
+}
