@@ -312,7 +312,7 @@ done
 if [[ $js_ok == 1 ]]; then
 	happy discordjs-ws zlib -compress zlib-stream
 fi
-for c in disgo discordgo discordjs-ws oceanic; do
+for c in disgo discordgo discordjs-ws discordjs oceanic; do
 	[[ " ${clients[*]} " == *" $c "* ]] && limit "$c"
 done
 info "not run: eris (its REST client always uses https on port 443; see compat/README.md)"

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"text/tabwriter"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
@@ -40,7 +39,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&cfg.Rate, "rate", 100, "events per second per shard")
 	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", 0, "identify buckets (0 = one per shard, so the fleet start does not pace the measurement)")
 	fs.DurationVar(&cfg.IdentifyInterval, "identify-interval", 50*time.Millisecond, "identify window per bucket (short, so the fleet starts fast)")
-	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "wait after the fleet is up before measuring")
+	fs.DurationVar(&cfg.Warmup, "warmup", 10*time.Second, "wait after the fleet is up before measuring (the GUILD_CREATE burst and any backlog drain first)")
 	fs.DurationVar(&cfg.Measure, "measure", 10*time.Second, "measured window per run")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
@@ -58,10 +57,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(stdout, "simulator scale: %d shards, %g events/s/shard, compression %s, %v windows\n",
 		cfg.Shards, cfg.Rate, compressionName(cfg.Compression), cfg.Measure)
-	fmt.Fprintln(tw, "run\tconnected\tevents/s\tsim CPU-s/s\tevents/sim-CPU-s\tclient CPU-s/s\tsim RSS MiB\tstart s\tidentify retries\t")
+	printRow(stdout, simColumns)
 	var results []loadtest.SimBenchResult
 	for i := range *runs {
 		r, err := loadtest.RunSimBench(ctx, cfg)
@@ -69,17 +67,36 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("bench sim: run %d: %w", i+1, err)
 		}
 		results = append(results, r)
-		printSimRow(tw, fmt.Sprint(i+1), r)
-		tw.Flush()
+		printSimRow(stdout, fmt.Sprint(i+1), r)
 	}
-	printSimRow(tw, "median", medianSim(results))
-	return tw.Flush()
+	printSimRow(stdout, "median", medianSim(results))
+	return nil
+}
+
+var simColumns = []string{"run", "connected", "generated/s", "delivered/s", "sim CPU-s/s", "events/sim-CPU-s",
+	"client CPU-s/s", "sim RSS MiB", "start s", "identify retries"}
+
+// printRow prints one table row, each cell right-aligned under its column
+// name. Rows print as runs finish, so widths come from the names, not from
+// the data.
+func printRow(w io.Writer, cells []string) {
+	var b []byte
+	for i, c := range cells {
+		width := max(len(simColumns[i]), 8)
+		if i > 0 {
+			b = append(b, "  "...)
+		}
+		b = fmt.Appendf(b, "%*s", width, c)
+	}
+	b = append(b, '\n')
+	w.Write(b)
 }
 
 func printSimRow(w io.Writer, name string, r loadtest.SimBenchResult) {
 	perSec := func(d time.Duration) float64 { return d.Seconds() / r.Window.Seconds() }
-	fmt.Fprintf(w, "%s\t%d\t%.0f\t%.2f\t%.0f\t%.2f\t%.0f\t%.1f\t%d\t\n", name, r.Connected, r.EventsPerSec,
-		perSec(r.SimCPU), r.EventsPerCPUs, perSec(r.ClientCPU), float64(r.SimRSS)/(1<<20), r.StartTime.Seconds(), r.IdentifyRetries)
+	printRow(w, []string{name, fmt.Sprint(r.Connected), fmt.Sprintf("%.0f", r.GeneratedPerSec), fmt.Sprintf("%.0f", r.EventsPerSec),
+		fmt.Sprintf("%.2f", perSec(r.SimCPU)), fmt.Sprintf("%.0f", r.EventsPerCPUs), fmt.Sprintf("%.2f", perSec(r.ClientCPU)),
+		fmt.Sprintf("%.0f", float64(r.SimRSS)/(1<<20)), fmt.Sprintf("%.1f", r.StartTime.Seconds()), fmt.Sprint(r.IdentifyRetries)})
 }
 
 // medianSim takes each column's median separately.
@@ -100,6 +117,7 @@ func medianSim(rs []loadtest.SimBenchResult) loadtest.SimBenchResult {
 		Window:          w,
 		Connected:       int(med(func(r loadtest.SimBenchResult) float64 { return float64(r.Connected) })),
 		EventsPerSec:    med(func(r loadtest.SimBenchResult) float64 { return r.EventsPerSec }),
+		GeneratedPerSec: med(func(r loadtest.SimBenchResult) float64 { return r.GeneratedPerSec }),
 		SimCPU:          time.Duration(med(func(r loadtest.SimBenchResult) float64 { return float64(r.SimCPU) / r.Window.Seconds() })),
 		ClientCPU:       time.Duration(med(func(r loadtest.SimBenchResult) float64 { return float64(r.ClientCPU) / r.Window.Seconds() })),
 		EventsPerCPUs:   med(func(r loadtest.SimBenchResult) float64 { return r.EventsPerCPUs }),

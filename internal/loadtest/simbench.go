@@ -34,16 +34,21 @@ type SimBenchConfig struct {
 
 // SimBenchResult is what one run measured over its window.
 type SimBenchResult struct {
-	Shards        int
-	Connected     int
-	Window        time.Duration // wall time of the measured window
-	Events        int64         // dispatches received by the fleet in the window
-	EventsPerSec  float64
-	SimCPU        time.Duration // simulator process CPU in the window
-	ClientCPU     time.Duration // this process's CPU in the window
-	EventsPerCPUs float64       // events per simulator CPU-second
-	SimRSS        int64         // simulator resident set at the end, bytes
-	StartTime     time.Duration // first IDENTIFY to last READY
+	Shards       int
+	Connected    int
+	Window       time.Duration // wall time of the measured window
+	Events       int64         // dispatches received by the fleet in the window
+	Generated    int64         // dispatches the simulator generated in the window
+	EventsPerSec float64
+	// GeneratedPerSec is Generated per second. Above EventsPerSec, the
+	// fleet or the simulator's writers fall behind (a growing backlog);
+	// below, a backlog from before the window drains.
+	GeneratedPerSec float64
+	SimCPU          time.Duration // simulator process CPU in the window
+	ClientCPU       time.Duration // this process's CPU in the window
+	EventsPerCPUs   float64       // events per simulator CPU-second
+	SimRSS          int64         // simulator resident set at the end, bytes
+	StartTime       time.Duration // first IDENTIFY to last READY
 	// IdentifyRetries counts IDENTIFYs the simulator rejected as too fast
 	// while the fleet started (each retried after 1 s). The fleet paces
 	// IDENTIFYs one interval plus a margin apart; a rejection means the
@@ -136,6 +141,10 @@ func RunSimBench(ctx context.Context, cfg SimBenchConfig) (SimBenchResult, error
 	case <-time.After(cfg.Warmup):
 	}
 
+	g0, err := p.stats(ctx)
+	if err != nil {
+		return SimBenchResult{}, err
+	}
 	s0, c0, e0, t0 := mustCPU(p), SelfCPU(), fleet.Stats().Events, time.Now()
 	select {
 	case <-ctx.Done():
@@ -143,13 +152,18 @@ func RunSimBench(ctx context.Context, cfg SimBenchConfig) (SimBenchResult, error
 	case <-time.After(cfg.Measure):
 	}
 	s1, c1, st, t1 := mustCPU(p), SelfCPU(), fleet.Stats(), time.Now()
+	g1, err := p.stats(ctx)
+	if err != nil {
+		return SimBenchResult{}, err
+	}
 
 	r := SimBenchResult{
 		Shards: cfg.Shards, Connected: st.Connected, Window: t1.Sub(t0),
-		Events: st.Events - e0, SimCPU: s1 - s0, ClientCPU: c1 - c0,
+		Events: st.Events - e0, Generated: g1.Events - g0.Events, SimCPU: s1 - s0, ClientCPU: c1 - c0,
 		StartTime: st.LastReady.Sub(st.FirstIdentify), IdentifyRetries: st.Invalid,
 	}
 	r.EventsPerSec = float64(r.Events) / r.Window.Seconds()
+	r.GeneratedPerSec = float64(r.Generated) / r.Window.Seconds()
 	if r.SimCPU > 0 {
 		r.EventsPerCPUs = float64(r.Events) / r.SimCPU.Seconds()
 	}
@@ -160,22 +174,34 @@ func RunSimBench(ctx context.Context, cfg SimBenchConfig) (SimBenchResult, error
 	return r, nil
 }
 
-// violations returns the simulator's violation counters as text, for error
-// messages.
-func (p *SimProcess) violations(ctx context.Context) string {
+// simStats is the part of the simulator's /sim/stats the benchmark reads.
+type simStats struct {
+	Events     int64            `json:"events"`
+	Violations map[string]int64 `json:"violations"`
+}
+
+func (p *SimProcess) stats(ctx context.Context) (simStats, error) {
+	var st simStats
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.Base+"/sim/stats", nil)
 	if err != nil {
-		return err.Error()
+		return st, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err.Error()
+		return st, err
 	}
 	defer resp.Body.Close()
-	var st struct {
-		Violations map[string]int64 `json:"violations"`
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("loadtest: GET /sim/stats: %s", resp.Status)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// violations returns the simulator's violation counters as text, for error
+// messages.
+func (p *SimProcess) violations(ctx context.Context) string {
+	st, err := p.stats(ctx)
+	if err != nil {
 		return err.Error()
 	}
 	return fmt.Sprint("violations ", st.Violations)

@@ -238,9 +238,19 @@ func (c *conn) clientClose(p []byte) {
 	if !answered && ok {
 		c.endSession = discord.CloseCode(code).EndsSession()
 	}
+	end := !answered && c.endSession
 	c.mu.Unlock()
 	if answered {
 		return // the answer to our close frame
+	}
+	if end {
+		// End the session before the echo: once the client has its close
+		// answer it may RESUME at once, and that must be refused.
+		c.s.mu.Lock()
+		if ss := c.s.detachLocked(c, time.Now()); ss != nil {
+			c.s.endSessionLocked(ss)
+		}
+		c.s.mu.Unlock()
 	}
 	switch {
 	case !ok:

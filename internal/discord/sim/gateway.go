@@ -15,6 +15,7 @@ func (c *conn) identify(d json.RawMessage, now time.Time) {
 	s := c.s
 	s.ctr.identifies.Add(1)
 	s.mu.Lock()
+	now = lockedNow(now)
 	req, ce := parseIdentify(d, identifyRules{
 		tokenOK: s.tokenOK, apiVersion: c.v, disallowed: s.cfg.DisallowedIntents, shardMultiple: s.cfg.ShardMultiple,
 	})
@@ -121,6 +122,7 @@ func (c *conn) resume(d json.RawMessage, now time.Time) {
 		c.enqueue(ctlPayload, invalidSessionFalse)
 	}
 	s.mu.Lock()
+	now = lockedNow(now)
 	ss := s.sessions[req.sessionID]
 	if ss == nil || ss.token != req.token {
 		s.mu.Unlock()
@@ -389,4 +391,15 @@ func (c *conn) channelInfo(req channelInfoReq, _ time.Time) {
 		d = append(d, '}')
 	}
 	c.pushTo(ss, "CHANNEL_INFO", append(d, "]}"...))
+}
+
+// lockedNow returns the later of now (read when the frame arrived) and the
+// clock read under the server lock. Identify and resume are judged in lock
+// order; a time read before the lock could run backwards between two
+// connections racing for the same bucket and count a false violation.
+func lockedNow(now time.Time) time.Time {
+	if t := time.Now(); t.After(now) {
+		return t
+	}
+	return now
 }

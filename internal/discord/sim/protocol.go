@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 )
@@ -219,6 +220,7 @@ func parseIdentify(d json.RawMessage, rules identifyRules) (identifyReq, *closeE
 		return req, errUnknownOp
 	}
 	tok, ok := jsonString(m["token"])
+	tok = gatewayToken(tok)
 	if !ok || !rules.tokenOK(tok) {
 		return req, errAuthFailed
 	}
@@ -268,6 +270,11 @@ type resumeReq struct {
 	seq              int64
 }
 
+// gatewayToken strips an optional "Bot " prefix. Discord documents the
+// gateway token without it, but accepts it: discordgo and arikawa send the
+// same "Bot <token>" string they use for REST, and they work against Discord.
+func gatewayToken(t string) string { return strings.TrimPrefix(t, "Bot ") }
+
 // parseResume validates RESUME's d: token and session_id strings and seq an
 // integer (null counts as 0).
 func parseResume(d json.RawMessage) (resumeReq, *closeErr) {
@@ -282,6 +289,7 @@ func parseResume(d json.RawMessage) (resumeReq, *closeErr) {
 	if !ok1 || !ok2 {
 		return req, errUnknownOp
 	}
+	req.token = gatewayToken(req.token)
 	if raw, ok := m["seq"]; ok && !isNull(raw) {
 		v, ok := jsonInt(raw)
 		if !ok || v < 0 {

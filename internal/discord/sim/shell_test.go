@@ -248,6 +248,7 @@ func TestShellIdentifyRejectDelay(t *testing.T) {
 			IdentifyRejectDelay: 2 * time.Second, HeartbeatInterval: time.Hour})
 		a, b, other := dialPipe(t, s, "/", ""), dialPipe(t, s, "/", ""), dialPipe(t, s, "/", "")
 		a.send(identifyJSON("tok", 0, 4, discord.IntentGuilds))
+		synctest.Wait()
 		other.send(identifyJSON("tok", 1, 4, discord.IntentGuilds)) // bucket 1: allowed at once
 		b.send(identifyJSON("tok", 2, 4, discord.IntentGuilds))     // bucket 0: too fast
 		start := time.Now()

@@ -94,14 +94,7 @@ func run(args []string) int {
 		if err != nil {
 			return rec.Finish(fmt.Errorf("GET /gateway/bot: %w", err))
 		}
-		if count == 0 {
-			count = gb.Shards
-		}
-		if len(ids) == 0 {
-			for i := range count {
-				ids = append(ids, i)
-			}
-		}
+		count, ids = probe.Shards(count, ids, gb.Shards)
 	}
 	rec.Expect(count, ids)
 

@@ -162,6 +162,21 @@ func NewRecorder(client, modPath string, events int) *Recorder {
 	}
 }
 
+// Shards fills in what the command line left open: the shard count from
+// Discord's recommendation (GET /gateway/bot) and, without -shard-ids, every
+// shard of that count.
+func Shards(count int, ids []int, recommended int) (int, []int) {
+	if count == 0 {
+		count = recommended
+	}
+	if len(ids) == 0 {
+		for i := range count {
+			ids = append(ids, i)
+		}
+	}
+	return count, ids
+}
+
 // Expect declares the shards (and total count) the program runs. Call it
 // once the client has decided them (it may ask /gateway/bot).
 func (r *Recorder) Expect(shardCount int, ids []int) {
