@@ -62,17 +62,18 @@ var layers = map[string]layer{
 	"internal/discord":       {stdlibOnly: true},
 	"internal/discord/codec": {imports: []string{"internal/discord"}, modules: []string{modCompress}},
 	"internal/discord/sim":   {imports: []string{"internal/discord", "internal/discord/codec"}, modules: []string{modWebsocket}},
-	"internal/loadtest":      {imports: []string{"internal/discord", "internal/discord/codec", "internal/discord/sim"}, modules: []string{modWebsocket}},
+	"internal/loadtest":      {imports: []string{"internal/discord", "internal/discord/codec", "internal/discord/sim", "internal/broker", "internal/broker/natsbroker", "internal/gateway"}, modules: []string{modWebsocket, modNATSServer, modNATSClient}},
 
 	// Planned.
 	"internal/shard":             {stdlibOnly: true},
 	"internal/lease":             {imports: []string{"internal/shard"}},
 	"internal/coord":             {imports: []string{"internal/shard", "internal/lease"}, modules: []string{modWebsocket}},
-	"internal/broker":            {},
+	"internal/broker":            {modules: []string{modCompress}},
 	"internal/broker/natsbroker": {imports: []string{"internal/broker"}, modules: []string{modNATSServer, modNATSClient}},
-	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/shard", "internal/broker"}, modules: []string{modWebsocket}},
+	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/shard", "internal/broker"}},
 	"internal/dashboard":         {imports: []string{"internal/coord"}},
-	"client":                     {imports: []string{"internal/broker"}, modules: []string{modNATSClient}},
+	"client":                     {imports: []string{"internal/broker", "internal/discord"}, modules: []string{modNATSClient}},
+	"examples/bot":               {imports: []string{"client"}},
 }
 
 // notTestSupport lists module packages whose names end in "test" but which are

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
@@ -18,15 +20,31 @@ const benchSummary = `Run Gatehouse's end-to-end benchmarks and print a table (m
   gatehouse bench sim   one simulator process serving N shard connections at R events/s
                         per shard; reports delivered events/s, the simulator's CPU-seconds
                         and events per simulator CPU-second (the load client runs in this
-                        process and is measured apart).`
+                        process and is measured apart).
+  gatehouse bench ingest
+                        events per CPU-second of a gateway node publishing to JetStream
+                        (with a consumer acking) against the fastest JavaScript gateway
+                        library, side by side on the same simulator workload.
+  gatehouse bench fleet first IDENTIFY to last READY for N shards at max_concurrency M.
+  gatehouse bench idle  resident memory per idle shard of a gateway node.`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "ingest":
+			return runBenchIngest(ctx, args[1:], stdout, stderr)
+		case "fleet":
+			return runBenchFleet(ctx, args[1:], stdout, stderr)
+		case "idle":
+			return runBenchIdle(ctx, args[1:], stdout, stderr)
+		}
+	}
 	if len(args) == 0 || args[0] != "sim" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-			fmt.Fprintf(stderr, "Usage: gatehouse bench sim [flags]\n\n%s\n", benchSummary)
+			fmt.Fprintf(stderr, "Usage: gatehouse bench sim|ingest|fleet|idle [flags]\n\n%s\n", benchSummary)
 			return nil
 		}
-		return usageError{"bench: name a benchmark: sim"}
+		return usageError{"bench: name a benchmark: sim, ingest, fleet or idle"}
 	}
 	fs := newFlagSet("bench sim", benchSummary, stderr)
 	var (
@@ -79,10 +97,19 @@ var simColumns = []string{"run", "connected", "generated/s", "delivered/s", "sim
 // printRow prints one table row, each cell right-aligned under its column
 // name. Rows print as runs finish, so widths come from the names, not from
 // the data.
-func printRow(w io.Writer, cells []string) {
+func printRow(w io.Writer, cells []string) { printRowOf(w, simColumns, cells) }
+
+// printRowOf prints a row of a table with the given column names; a
+// column name may carry a minimum width after a '|' ("client|36").
+func printRowOf(w io.Writer, columns, cells []string) {
 	var b []byte
 	for i, c := range cells {
-		width := max(len(simColumns[i]), 8)
+		name, minw, _ := strings.Cut(columns[i], "|")
+		width := max(len(name), 8)
+		if n, err := strconv.Atoi(minw); err == nil {
+			width = max(width, n)
+			c = fmt.Sprintf("%-*s", width, c)
+		}
 		if i > 0 {
 			b = append(b, "  "...)
 		}
@@ -101,17 +128,7 @@ func printSimRow(w io.Writer, name string, r loadtest.SimBenchResult) {
 
 // medianSim takes each column's median separately.
 func medianSim(rs []loadtest.SimBenchResult) loadtest.SimBenchResult {
-	med := func(get func(loadtest.SimBenchResult) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = get(r)
-		}
-		slices.Sort(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
-	}
+	med := func(get func(loadtest.SimBenchResult) float64) float64 { return medianBy(rs, get) }
 	w := time.Second
 	return loadtest.SimBenchResult{
 		Window:          w,
@@ -132,4 +149,17 @@ func compressionName(c codec.Compression) string {
 		return "none"
 	}
 	return string(c)
+}
+
+// medianBy returns the median of get over rs.
+func medianBy[T any](rs []T, get func(T) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = get(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }

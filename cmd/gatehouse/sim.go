@@ -33,6 +33,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		exhaust  = fs.String("exhausted", string(sim.ExhaustResetToken), "what an IDENTIFY does when no session starts remain: reset-token (Discord: close all sessions with 4004, token refused until rotated), invalid-session, allow")
 		disallow = fs.String("disallowed-intents", "", "privileged intents NOT enabled for the app, comma-separated (GUILD_MEMBERS,GUILD_PRESENCES,MESSAGE_CONTENT); IDENTIFY with them is closed 4014")
 		logLevel = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		evTypes  = fs.String("event-types", "", "generate only these dispatch types, comma-separated, e.g. MESSAGE_CREATE for a benchmark workload (empty = the realistic mix); sessions still get only what their intents allow; types: "+strings.Join(sim.GeneratedEventTypes(), ","))
 		faults   faultFlags
 	)
 	fs.StringVar(&cfg.Token, "token", "sim-token", "bot `token` the simulator accepts (clients send \"Bot <token>\")")
@@ -42,6 +43,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", 1, "identify buckets (shard % max_concurrency), each allowing one IDENTIFY per identify interval")
 	fs.Float64Var(&cfg.EventRate, "rate", 1, "generated events per second per shard (0 = none)")
 	fs.DurationVar(&cfg.IdentifyInterval, "identify-interval", 5*time.Second, "identify rate-limit window per bucket")
+	fs.DurationVar(&cfg.IdentifySlack, "identify-slack", 0, "accept an IDENTIFY up to this much early (0 = exact; Discord's tolerance is undocumented)")
 	fs.DurationVar(&cfg.IdentifyRejectDelay, "identify-reject-delay", 2*time.Second, "delay before a too-fast IDENTIFY gets op 9 (invalid session)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 41250*time.Millisecond, "heartbeat_interval sent in HELLO")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 0, "close a connection that sent no heartbeat for this long (0 = 1.5 × heartbeat interval)")
@@ -68,6 +70,11 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{fmt.Sprintf("sim: -compress-default: %v", err)}
 	}
 	cfg.Exhausted = sim.ExhaustedPolicy(*exhaust)
+	for name := range strings.SplitSeq(*evTypes, ",") {
+		if name = strings.ToUpper(strings.TrimSpace(name)); name != "" {
+			cfg.EventTypes = append(cfg.EventTypes, name)
+		}
+	}
 	if cfg.DisallowedIntents, err = parseIntents(*disallow); err != nil {
 		return usageError{fmt.Sprintf("sim: -disallowed-intents: %v", err)}
 	}
@@ -244,31 +251,6 @@ func parseFaultSpec(spec string) (scheduledFault, error) {
 		}
 	}
 	return sf, nil
-}
-
-// parseShardList parses "3", "0-3" or "1,4,7-9".
-func parseShardList(s string) ([]int, error) {
-	var out []int
-	for part := range strings.SplitSeq(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil || a < 0 {
-			return nil, fmt.Errorf("bad shard %q", part)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a {
-				return nil, fmt.Errorf("bad shard range %q", part)
-			}
-		}
-		if b-a > 100000 {
-			return nil, fmt.Errorf("shard range %q too large", part)
-		}
-		for i := a; i <= b; i++ {
-			out = append(out, i)
-		}
-	}
-	return out, nil
 }
 
 var _ flag.Value = (*faultFlags)(nil)

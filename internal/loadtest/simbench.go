@@ -176,8 +176,10 @@ func RunSimBench(ctx context.Context, cfg SimBenchConfig) (SimBenchResult, error
 
 // simStats is the part of the simulator's /sim/stats the benchmark reads.
 type simStats struct {
-	Events     int64            `json:"events"`
-	Violations map[string]int64 `json:"violations"`
+	Events             int64            `json:"events"`
+	Identifies         int64            `json:"identifies"`
+	IdentifyViolations int64            `json:"identify_violations"`
+	Violations         map[string]int64 `json:"violations"`
 }
 
 func (p *SimProcess) stats(ctx context.Context) (simStats, error) {

@@ -123,7 +123,7 @@ func BenchmarkWriterRound(b *testing.B) {
 	s.attachLocked(c, ss, 1)
 	s.mu.Unlock()
 	w := &writer{c: c}
-	mixAll := newMix(discord.IntentsNonPrivileged)
+	mixAll := newMix(discord.IntentsNonPrivileged, nil)
 	id := uint64(0)
 	const perRound = 5
 	b.ReportAllocs()

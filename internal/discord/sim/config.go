@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
@@ -56,6 +57,12 @@ type Config struct {
 	// IdentifyInterval is the identify window: one IDENTIFY per bucket per
 	// interval, the window starting when an IDENTIFY is accepted. Default 5s.
 	IdentifyInterval time.Duration
+	// IdentifySlack accepts an IDENTIFY up to this much earlier than one
+	// IdentifyInterval after the bucket's last. Discord does not document
+	// how strict its window is; the default, 0, is exact. A little slack
+	// keeps tests of clients that pace exactly one interval apart from
+	// failing when a loaded machine reads one IDENTIFY late.
+	IdentifySlack time.Duration
 	// IdentifyRejectDelay is how long a too-fast IDENTIFY waits for its op 9
 	// d:false ("after a few seconds" on Discord). Default 2s.
 	IdentifyRejectDelay time.Duration
@@ -94,6 +101,13 @@ type Config struct {
 	// that some session holds. 0 means no generated events (the gatehouse
 	// sim command defaults to 1).
 	EventRate float64
+	// EventTypes, when not empty, restricts generated events to these
+	// dispatch types (names as in GeneratedEventTypes, e.g.
+	// "MESSAGE_CREATE"), still only those some live session's intents
+	// allow. A name covers the guild and the DM-like events of that type.
+	// An unknown name is a config error. Default: the realistic mix of every
+	// type.
+	EventTypes []string
 	// EventTick is the generator's period: events are made and handed to the
 	// connections in batches this often. Default 20ms.
 	EventTick time.Duration
@@ -164,7 +178,7 @@ func (c Config) withDefaults() (Config, error) {
 	}{
 		{"Guilds", float64(c.Guilds)}, {"Shards", float64(c.Shards)}, {"ShardMultiple", float64(c.ShardMultiple)},
 		{"MaxConcurrency", float64(c.MaxConcurrency)}, {"SessionStartTotal", float64(c.SessionStartTotal)},
-		{"SessionStartReset", float64(c.SessionStartReset)}, {"IdentifyInterval", float64(c.IdentifyInterval)},
+		{"SessionStartReset", float64(c.SessionStartReset)}, {"IdentifyInterval", float64(c.IdentifyInterval)}, {"IdentifySlack", float64(c.IdentifySlack)},
 		{"IdentifyRejectDelay", float64(c.IdentifyRejectDelay)}, {"HeartbeatInterval", float64(c.HeartbeatInterval)},
 		{"HeartbeatTimeout", float64(c.HeartbeatTimeout)}, {"HeartbeatTimeoutCode", float64(c.HeartbeatTimeoutCode)},
 		{"RequestHeartbeats", float64(c.RequestHeartbeats)}, {"SendLimit", float64(c.SendLimit)},
@@ -242,6 +256,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ReplayBuffer == 0 {
 		c.ReplayBuffer = defaultReplayBuffer
 	}
+	if err := checkEventTypes(c.EventTypes); err != nil {
+		return c, err
+	}
+	c.EventTypes = slices.Clone(c.EventTypes)
 	if c.EventTick == 0 {
 		c.EventTick = defaultEventTick
 	}

@@ -50,7 +50,8 @@
 // small, a few huge), channels, roles and members derive from Seed and the
 // guild ID. The event generator makes EventRate events per second per shard
 // of the largest num_shards among live sessions, only in guilds some session
-// holds, from a realistic mix restricted to the intents live sessions have.
+// holds, from a realistic mix restricted to the intents live sessions have
+// (and to Config.EventTypes when set, for a single-type workload).
 // Each event has a unique sim_event_id (d's last key) and goes to every
 // session holding its guild, so sessions of two shard counts during a
 // reshard see the same events.

@@ -1,6 +1,9 @@
 package sim
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 )
 
@@ -53,6 +56,29 @@ var evTypes = [numEvTypes]evType{
 	evDMReactionAdd:    {name: "MESSAGE_REACTION_ADD", intent: discord.IntentDirectMessageReactions, dm: true, weight: 15, variants: []uint32{100}},
 }
 
+// GeneratedEventTypes returns the dispatch types the event generator makes,
+// in the order of its mix, each once: the names Config.EventTypes accepts.
+func GeneratedEventTypes() []string {
+	var names []string
+	for _, t := range evTypes {
+		if !slices.Contains(names, t.name) {
+			names = append(names, t.name)
+		}
+	}
+	return names
+}
+
+// checkEventTypes validates Config.EventTypes.
+func checkEventTypes(names []string) error {
+	known := GeneratedEventTypes()
+	for _, n := range names {
+		if !slices.Contains(known, n) {
+			return configError("EventTypes: unknown event type %q; the generator makes %s", n, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
 // dmShare is the share of shard 0's events that are DM-like, per 10,000,
 // when some session may receive them.
 const dmShare = 800
@@ -67,12 +93,14 @@ type mixItem struct {
 	typ uint8
 }
 
-// newMix builds the mix of the types whose intent is in union.
-func newMix(union discord.Intents) mix {
+// newMix builds the mix of the types whose intent is in union and, when only
+// is not empty, whose name is in only (Config.EventTypes). A name covers the
+// guild and the DM-like variant of a type.
+func newMix(union discord.Intents, only []string) mix {
 	var m mix
 	var gsum, dsum uint32
 	for i, t := range evTypes {
-		if !union.Has(t.intent) {
+		if !union.Has(t.intent) || (len(only) > 0 && !slices.Contains(only, t.name)) {
 			continue
 		}
 		if t.dm {

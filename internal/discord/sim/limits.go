@@ -11,18 +11,19 @@ import "time"
 // IDENTIFY is accepted.
 type identifyLimiter struct {
 	interval time.Duration
+	slack    time.Duration     // an IDENTIFY this much early still passes
 	last     map[int]time.Time // bucket → time of the last accepted IDENTIFY
 }
 
-func newIdentifyLimiter(interval time.Duration) *identifyLimiter {
-	return &identifyLimiter{interval: interval, last: map[int]time.Time{}}
+func newIdentifyLimiter(interval, slack time.Duration) *identifyLimiter {
+	return &identifyLimiter{interval: interval, slack: slack, last: map[int]time.Time{}}
 }
 
 // allow reports whether an IDENTIFY in bucket may be accepted at now. It
 // does not record anything: call accept once the IDENTIFY is accepted.
 func (l *identifyLimiter) allow(bucket int, now time.Time) bool {
 	last, ok := l.last[bucket]
-	return !ok || now.Sub(last) >= l.interval
+	return !ok || now.Sub(last) >= l.interval-l.slack
 }
 
 // accept starts bucket's window at now.

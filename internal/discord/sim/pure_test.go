@@ -9,8 +9,19 @@ var t0 = time.Date(2026, 8, 6, 12, 0, 0, 0, time.UTC)
 
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
+func TestIdentifyLimiterSlack(t *testing.T) {
+	l := newIdentifyLimiter(5*time.Second, 100*time.Millisecond)
+	l.accept(0, at(0))
+	if l.allow(0, at(4899*time.Millisecond)) {
+		t.Error("allowed 101ms early with 100ms of slack")
+	}
+	if !l.allow(0, at(4900*time.Millisecond)) {
+		t.Error("refused 100ms early with 100ms of slack")
+	}
+}
+
 func TestIdentifyLimiter(t *testing.T) {
-	l := newIdentifyLimiter(5 * time.Second)
+	l := newIdentifyLimiter(5*time.Second, 0)
 	steps := []struct {
 		bucket int
 		at     time.Duration

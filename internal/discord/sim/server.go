@@ -89,7 +89,7 @@ func newServer(cfg Config) (*Server, error) {
 		loopWake:     make(chan struct{}, 1),
 		token:        cfg.Token,
 		budget:       newSessionBudget(cfg.SessionStartTotal, cfg.SessionStartReset),
-		limiter:      newIdentifyLimiter(cfg.IdentifyInterval),
+		limiter:      newIdentifyLimiter(cfg.IdentifyInterval, cfg.IdentifySlack),
 		rest:         newRESTLimiter(restLimit, time.Second),
 		world:        newWorld(cfg.Seed, cfg.Guilds),
 		sessions:     map[string]*session{},
@@ -291,7 +291,7 @@ func (s *Server) addIntentsLocked(ss *session, delta int) {
 				union |= 1 << bit
 			}
 		}
-		s.mix = newMix(discord.Intents(union))
+		s.mix = newMix(discord.Intents(union), s.cfg.EventTypes)
 	}
 }
 

@@ -149,7 +149,7 @@ func TestMixPick(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newMix(tt.intents)
+			m := newMix(tt.intents, nil)
 			seen := map[uint8]int{}
 			for i := range uint64(20000) {
 				typ, ok := m.pick(mix64(i), tt.dm)
@@ -166,10 +166,10 @@ func TestMixPick(t *testing.T) {
 			}
 		})
 	}
-	if guildsOnly := newMix(discord.IntentGuilds); func() bool { _, ok := guildsOnly.pick(1, false); return ok }() {
+	if guildsOnly := newMix(discord.IntentGuilds, nil); func() bool { _, ok := guildsOnly.pick(1, false); return ok }() {
 		t.Errorf("pick with GUILDS only = ok, want no generated type")
 	}
-	all := newMix(discord.IntentsAll)
+	all := newMix(discord.IntentsAll, nil)
 	presences := 0
 	for i := range uint64(10000) {
 		if typ, _ := all.pick(mix64(i), false); typ == evPresenceUpdate {

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
+	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
+	"github.com/gatehouse-dev/gatehouse/internal/gateway"
+)
+
+const gatewaySummary = `Run a gateway node: hold the bot's shard sessions to Discord (heartbeats, zombie
+detection, RESUME, compression) and publish every dispatch to NATS JetStream, where bot
+workers consume it with acks. Session state is kept in JetStream KV, so a restarted node
+RESUMEs instead of identifying. The bot token comes from -token or $GATEHOUSE_TOKEN.`
+
+func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gateway", gatewaySummary, stderr)
+	var (
+		api        = fs.String("api", gateway.DefaultAPI, "Discord REST base `URL` (a gatehouse sim: http://127.0.0.1:8787/api/v10)")
+		token      = fs.String("token", "", "bot `token` without \"Bot \" (default $GATEHOUSE_TOKEN)")
+		shards     = fs.String("shards", "all", "shards this node runs: all, a range A-B, or a list 0,2,5-7")
+		shardCount = fs.String("shard-count", "auto", "total shard count: a number, or auto (Discord's recommendation from /gateway/bot)")
+		natsURL    = fs.String("nats", "embedded", "NATS: embedded (run nats-server with JetStream in this process) or a nats:// `URL` of an external server or cluster")
+		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS: TCP `HOST:PORT` other processes (bot workers, gatehouse tail) connect to; empty = in-process only")
+		dataDir    = fs.String("data-dir", "gatehouse-data", "embedded NATS: JetStream store `directory`")
+		compress   = fs.String("compress", "zlib-stream", "transport compression: zlib-stream, zstd-stream or none")
+		intents    = fs.String("intents", "", "intents, comma-separated names (GUILDS,GUILD_MESSAGES,…) or a number (default: every non-privileged intent)")
+		prefix     = fs.String("prefix", broker.DefaultPrefix, "subject prefix: events on PREFIX.ev.<shard>.<partition>.<type>, commands on PREFIX.cmd.<shard>")
+		partitions = fs.Int("partitions", 1, "guild partitions in event subjects, so several workers can split a shard's guilds with per-guild order kept")
+		linger     = fs.Duration("batch-linger", 5*time.Millisecond, "longest a batch waits for more events of its shard and type before it is published (negative: publish every event at once)")
+		batchComp  = fs.String("batch-compress", "s2", "compress batch bodies before publishing: s2 or none (consumers using the client package read both)")
+		batchBytes = fs.Int("batch-bytes", 64<<10, "publish a batch when it reaches this many bytes")
+		maxAge     = fs.Duration("retention", 24*time.Hour, "embedded/created stream: how long events are kept")
+		interval   = fs.Duration("identify-interval", 5*time.Second, "identify window per bucket (Discord: 5s; shorter only against a simulator configured the same)")
+		margin     = fs.Duration("identify-margin", 25*time.Millisecond, "added to the 5 s identify window of each bucket, against clock and network jitter")
+		nodeID     = fs.String("node-id", "", "this node's name in saved state and logs (default: host name)")
+		statusAddr = fs.String("status-addr", "", "serve GET /status (JSON shard states), /healthz and /debug/pprof/ on `HOST:PORT` (empty = off; keep it on loopback)")
+		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		shutdown   = fs.Duration("shutdown-timeout", 30*time.Second, "graceful shutdown budget: close with a resumable code, publish what was read, save state")
+	)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageError{fmt.Sprintf("gateway: -log-level: %v", err)}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := gateway.Config{
+		API: *api, Token: *token, Partitions: *partitions, BatchLinger: *linger, MaxBatchBytes: *batchBytes,
+		IdentifyMargin: *margin, IdentifyInterval: *interval, BatchCompression: gateway.BatchCompression(*batchComp), NodeID: *nodeID, ShutdownTimeout: *shutdown, Logger: log,
+		Subjects: broker.Subjects{Prefix: *prefix},
+	}
+	if cfg.Token == "" {
+		cfg.Token = os.Getenv("GATEHOUSE_TOKEN")
+	}
+	if cfg.Token == "" {
+		return usageError{"gateway: no token: pass -token or set GATEHOUSE_TOKEN"}
+	}
+	cfg.Token = strings.TrimPrefix(cfg.Token, "Bot ")
+	var err error
+	if cfg.ShardCount, err = parseShardCount(*shardCount); err != nil {
+		return usageError{"gateway: -shard-count: " + err.Error()}
+	}
+	if cfg.Shards, err = parseShardList(*shards); err != nil {
+		return usageError{"gateway: -shards: " + err.Error()}
+	}
+	if cfg.Shards != nil && cfg.ShardCount == 0 {
+		return usageError{"gateway: -shards lists shards, so -shard-count must be a number: every node of a fleet must agree on it"}
+	}
+	c, err := codec.ParseCompression(*compress)
+	if err != nil {
+		return usageError{"gateway: -compress: " + err.Error()}
+	}
+	cfg.Compression, cfg.NoCompression = c, c == codec.None
+	if *intents != "" {
+		if n, err := strconv.ParseUint(*intents, 10, 64); err == nil {
+			cfg.Intents = discord.Intents(n)
+			if !cfg.Intents.Valid() {
+				return usageError{fmt.Sprintf("gateway: -intents: %d has unknown bits", n)}
+			}
+		} else if cfg.Intents, err = parseIntents(*intents); err != nil {
+			return usageError{"gateway: -intents: " + err.Error()}
+		}
+	}
+	if *partitions < 1 {
+		return usageError{"gateway: -partitions must be at least 1"}
+	}
+
+	bcfg := natsbroker.Config{Prefix: *prefix, MaxAge: *maxAge, Name: "gatehouse-gateway", Logger: log}
+	if *natsURL != "embedded" {
+		bcfg.URL = *natsURL
+	} else {
+		bcfg.DataDir = *dataDir
+		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+			return fmt.Errorf("gateway: -data-dir: %w", err)
+		}
+		if abs, err := filepath.Abs(*dataDir); err == nil {
+			bcfg.DataDir = abs
+		}
+		if *natsListen == "" {
+			bcfg.NoListen = true
+		} else {
+			bcfg.Listen = *natsListen
+		}
+	}
+	b, err := natsbroker.Open(ctx, bcfg)
+	if err != nil {
+		return fmt.Errorf("gateway: broker: %w", err)
+	}
+	defer func() {
+		if err := b.Close(); err != nil {
+			log.Warn("closing the broker", "err", err)
+		}
+	}()
+	if u := b.ClientURL(); u != "" {
+		fmt.Fprintf(stdout, "gatehouse gateway: NATS at %s, events on %s, stream %s\n", u, b.Subjects().Events(), b.StreamName())
+	}
+	cfg.Publisher, cfg.Store = b, b
+	node, err := gateway.New(cfg)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	cmdCtx, cancelCmd := context.WithCancel(ctx)
+	defer cancelCmd()
+	wg.Go(func() {
+		select {
+		case <-node.Started():
+		case <-cmdCtx.Done():
+			return // Run failed before starting any shard
+		}
+		err := b.ServeCommands(cmdCtx, node.Owns, func(shard int, payload []byte) error {
+			ctx, cancel := context.WithTimeout(cmdCtx, 30*time.Second)
+			defer cancel()
+			return node.Command(ctx, shard, payload)
+		})
+		if err != nil && cmdCtx.Err() == nil {
+			log.Error("command subscription ended", "err", err)
+		}
+	})
+	wg.Go(func() { trimAfterStart(cmdCtx, node) })
+	if *statusAddr != "" {
+		srv, err := serveStatus(&wg, *statusAddr, node, log)
+		if err != nil {
+			return fmt.Errorf("gateway: -status-addr: %w", err)
+		}
+		fmt.Fprintf(stdout, "gatehouse gateway: status on http://%s/status\n", srv.Addr)
+		if f, ok := stdout.(interface{ Sync() error }); ok {
+			_ = f.Sync()
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+	err = node.Run(ctx) // its errors already say "gateway: …"
+	cancelCmd()
+	return err
+}
+
+// serveStatus serves the node's shard states as JSON.
+func serveStatus(wg *sync.WaitGroup, addr string, node *gateway.Node, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		var ms runtime.MemStats
+		if r.URL.Query().Has("memstats") {
+			runtime.ReadMemStats(&ms) // stops the world briefly: only on request
+		}
+		_ = json.NewEncoder(w).Encode(struct {
+			Stats      gateway.Stats         `json:"stats"`
+			Mallocs    uint64                `json:"mallocs,omitempty"`
+			HeapAlloc  uint64                `json:"heap_alloc,omitempty"`
+			HeapInuse  uint64                `json:"heap_inuse,omitempty"`
+			StackInuse uint64                `json:"stack_inuse,omitempty"`
+			Sys        uint64                `json:"sys,omitempty"`
+			Released   uint64                `json:"heap_released,omitempty"`
+			Goroutines int                   `json:"goroutines"`
+			Shards     []gateway.ShardStatus `json:"shards"`
+		}{node.Stats(), ms.Mallocs, ms.HeapAlloc, ms.HeapInuse, ms.StackInuse, ms.Sys, ms.HeapReleased, runtime.NumGoroutine(), node.Status()})
+	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		for _, s := range node.Status() {
+			if s.Error != "" {
+				http.Error(w, fmt.Sprintf("shard %d stopped: %s", s.Shard, s.Error), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("status server", "err", err)
+		}
+	})
+	return srv, nil
+}
+
+// parseShardCount parses -shard-count: auto (0) or a positive number.
+func parseShardCount(s string) (int, error) {
+	if s == "auto" || s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%q is neither auto nor a positive number", s)
+	}
+	return n, nil
+}
+
+// parseShardList parses -shards: all (nil), A-B, or a comma-separated list
+// of IDs and ranges.
+func parseShardList(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "all" || s == "" {
+		return nil, nil
+	}
+	var out []int
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return nil, fmt.Errorf("%q: want all, A-B or a list like 0,2,5-7", part)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("%q: a range is A-B with A <= B", part)
+			}
+		}
+		if b-a > 1<<20 {
+			return nil, fmt.Errorf("%q: range too large", part)
+		}
+		for i := a; i <= b; i++ {
+			out = append(out, i)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// trimAfterStart returns the memory of the start-up burst (READY and the
+// GUILD_CREATEs of every shard pass through batch buffers at once) to the
+// operating system once, when every shard is first READY. Without it the
+// runtime keeps those pages for minutes, and an idle node looks several
+// times larger than it is.
+func trimAfterStart(ctx context.Context, node *gateway.Node) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := node.Status()
+		if len(st) == 0 {
+			continue
+		}
+		ready := true
+		for _, s := range st {
+			if s.State != gateway.StateReady.String() && s.Error == "" {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			select { // let the last batches be acknowledged first
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			// Two collections: the first moves pooled buffers to the pools'
+			// victim caches, the second frees them.
+			runtime.GC()
+			debug.FreeOSMemory()
+			return
+		}
+	}
+}

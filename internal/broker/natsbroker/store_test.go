@@ -1,0 +1,148 @@
+package natsbroker
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
+)
+
+func TestSessions(t *testing.T) {
+	b := openTest(t, Config{})
+	ctx := testCtx(t)
+
+	if _, err := b.LoadSession(ctx, 3, 8); !errors.Is(err, broker.ErrNotFound) {
+		t.Fatalf("LoadSession(3, 8) before save = %v, want ErrNotFound", err)
+	}
+	st := broker.SessionState{
+		Shard: 3, NumShards: 8, SessionID: "abc", Seq: 42,
+		ResumeGatewayURL: "wss://gateway-us-east1-b.discord.gg", Node: "node-1",
+		Updated: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC),
+	}
+	if err := b.SaveSession(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.LoadSession(ctx, 3, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(st, got); diff != "" {
+		t.Errorf("LoadSession (-want +got):\n%s", diff)
+	}
+
+	// Same shard, other shard count: another key.
+	if _, err := b.LoadSession(ctx, 3, 16); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("LoadSession(3, 16) = %v, want ErrNotFound", err)
+	}
+	entry, err := b.kv.Get(ctx, "8.3")
+	if err != nil {
+		t.Errorf(`session key "8.3": %v`, err)
+	} else if entry.Revision() == 0 {
+		t.Error(`session key "8.3" has revision 0`)
+	}
+
+	st.Seq = 99
+	if err := b.SaveSession(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.LoadSession(ctx, 3, 8); err != nil || got.Seq != 99 {
+		t.Errorf("LoadSession after overwrite = %+v, %v; want seq 99", got, err)
+	}
+
+	if err := b.DeleteSession(ctx, 3, 8); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.LoadSession(ctx, 3, 8); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("LoadSession after delete = %v, want ErrNotFound", err)
+	}
+	if err := b.DeleteSession(ctx, 3, 8); err != nil {
+		t.Errorf("DeleteSession of a deleted key = %v, want nil", err)
+	}
+	if err := b.DeleteSession(ctx, 0, 1); err != nil {
+		t.Errorf("DeleteSession of a missing key = %v, want nil", err)
+	}
+	if err := b.SaveSession(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.LoadSession(ctx, 3, 8); err != nil {
+		t.Errorf("LoadSession after delete and save = %v", err)
+	}
+}
+
+func TestSessionBadShard(t *testing.T) {
+	b := openTest(t, Config{})
+	ctx := testCtx(t)
+	for _, tt := range []struct{ shard, num int }{{-1, 4}, {4, 4}, {0, 0}, {0, -2}} {
+		if err := b.SaveSession(ctx, broker.SessionState{Shard: tt.shard, NumShards: tt.num}); !errors.Is(err, ErrBadShard) {
+			t.Errorf("SaveSession(%d/%d) = %v, want ErrBadShard", tt.shard, tt.num, err)
+		}
+		if _, err := b.LoadSession(ctx, tt.shard, tt.num); !errors.Is(err, ErrBadShard) {
+			t.Errorf("LoadSession(%d, %d) = %v, want ErrBadShard", tt.shard, tt.num, err)
+		}
+		if err := b.DeleteSession(ctx, tt.shard, tt.num); !errors.Is(err, ErrBadShard) {
+			t.Errorf("DeleteSession(%d, %d) = %v, want ErrBadShard", tt.shard, tt.num, err)
+		}
+	}
+	if _, err := b.LastBatch(ctx, -1); !errors.Is(err, ErrBadShard) {
+		t.Errorf("LastBatch(-1) = %v, want ErrBadShard", err)
+	}
+}
+
+func TestLastBatch(t *testing.T) {
+	b := openTest(t, Config{})
+	ctx := testCtx(t)
+	for _, shard := range []int{0, 1, 10} {
+		if _, err := b.LastBatch(ctx, shard); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("LastBatch(%d) on an empty stream = %v, want ErrNotFound", shard, err)
+		}
+	}
+
+	publishWait(t, b, newBatch(b, 1, "READY", "one", 1, "a"))
+	publishWait(t, b, newBatch(b, 10, "MESSAGE_CREATE", "ten", 100, "a", "b", "c"))
+	publishWait(t, b, newBatch(b, 1, "MESSAGE_CREATE", "one", 2, "a", "b"))
+	// Shard 1, another partition and type: still shard 1's newest.
+	other := newBatch(b, 1, "TYPING_START", "one", 4, "a", "b", "c", "d")
+	other.Subject = string(b.Subjects().AppendEvent(nil, 1, 3, []byte("TYPING_START")))
+	publishWait(t, b, other)
+	publishWait(t, b, newBatch(b, 10, "MESSAGE_CREATE", "ten", 103, "a"))
+
+	tests := []struct {
+		shard int
+		want  broker.LastBatch
+	}{
+		{1, broker.LastBatch{Session: "one", LastSeq: 7}},
+		{10, broker.LastBatch{Session: "ten", LastSeq: 103}},
+	}
+	for _, tt := range tests {
+		got, err := b.LastBatch(ctx, tt.shard)
+		if err != nil {
+			t.Errorf("LastBatch(%d): %v", tt.shard, err)
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("LastBatch(%d) = %+v, want %+v", tt.shard, got, tt.want)
+		}
+	}
+	for _, shard := range []int{0, 2, 100} {
+		if _, err := b.LastBatch(ctx, shard); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("LastBatch(%d) = %v, want ErrNotFound", shard, err)
+		}
+	}
+}
+
+func TestParseSeq(t *testing.T) {
+	tests := map[string]int64{"1-1": 1, "41-42": 42, "0-9223372036854775807": 1<<63 - 1}
+	for in, want := range tests {
+		if got, err := parseSeq(in); err != nil || got != want {
+			t.Errorf("parseSeq(%q) = %d, %v; want %d, nil", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "5", "-", "a-b", "1-", "-2", "1-2-3"} {
+		if _, err := parseSeq(in); !errors.Is(err, broker.ErrBadBatch) {
+			t.Errorf("parseSeq(%q) error = %v, want ErrBadBatch", in, err)
+		}
+	}
+}

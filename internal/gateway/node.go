@@ -1,0 +1,547 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
+)
+
+// DefaultAPI is Discord's REST base.
+const DefaultAPI = "https://discord.com/api/v10"
+
+// Errors of a node.
+var (
+	// ErrConfig: the Config is invalid; the wrapping error says why.
+	ErrConfig = errors.New("gateway: invalid config")
+	// ErrDiscord: a REST call to Discord failed; the wrapping error says how.
+	ErrDiscord = errors.New("gateway: Discord API error")
+)
+
+// Config configures a Node. Zero values mean the documented defaults.
+type Config struct {
+	// API is the REST base URL. Default DefaultAPI.
+	API string
+	// Token is the bot token, without "Bot ". Required. It is never logged.
+	Token string
+	// Shards lists the shard IDs this node runs; nil means all of them.
+	Shards []int
+	// ShardCount is the total shard count; 0 means Discord's recommendation
+	// from /gateway/bot.
+	ShardCount int
+	// Intents sent in IDENTIFY. Default: every non-privileged intent.
+	Intents discord.Intents
+	// Compression is the transport compression. Default zlib-stream; use
+	// codec.None explicitly via NoCompression.
+	Compression   codec.Compression
+	NoCompression bool
+	// ZstdMaxWindow caps the zstd window (zstd-stream only). Default 1 MiB.
+	ZstdMaxWindow int
+	// MaxPayload caps one decompressed payload. Default 64 MiB.
+	MaxPayload int
+
+	// Publisher and Store are the broker. Required.
+	Publisher broker.Publisher
+	Store     broker.Store
+	// Subjects names the event subjects.
+	Subjects broker.Subjects
+	// Partitions is the number of guild partitions in event subjects.
+	// Default 1 (partition token always 0).
+	Partitions int
+
+	// Gate decides when a shard may identify. Default: a LocalGate built
+	// from /gateway/bot's max_concurrency and session-start budget.
+	Gate IdentifyGate
+	// IdentifyInterval is the identify window per bucket. Default 5s.
+	IdentifyInterval time.Duration
+	// IdentifyMargin is added to IdentifyInterval by the default gate.
+	// Default 25ms.
+	IdentifyMargin time.Duration
+
+	// BatchLinger is how long a batch may wait for more events before it is
+	// published. Default 5ms; negative publishes every event at once.
+	BatchLinger time.Duration
+	// MaxBatchBytes flushes a batch at this size. Default 64 KiB.
+	MaxBatchBytes int
+	// MaxBatchEvents flushes a batch at this many events. Default 512.
+	MaxBatchEvents int
+	// BatchCompression compresses batch bodies before they are published.
+	// Default BatchS2: the broker's cost grows with the bytes it stores.
+	BatchCompression BatchCompression
+
+	// ConnectTimeout bounds a WebSocket dial. Default 10s.
+	ConnectTimeout time.Duration
+	// HelloTimeout, ReadyTimeout: see MachineConfig.
+	HelloTimeout, ReadyTimeout time.Duration
+	// BackoffMin, BackoffMax bound reconnect delays. Default 1s, 60s.
+	BackoffMin, BackoffMax time.Duration
+	// InvalidSessionMin, InvalidSessionMax bound the random wait after op 9.
+	// Default 1s and 5s, as Discord asks.
+	InvalidSessionMin, InvalidSessionMax time.Duration
+	// PersistInterval is how often session state is checked and a changed
+	// session saved. Default 1s.
+	PersistInterval time.Duration
+	// SeqPersistInterval is how often a session's last published sequence
+	// is saved when only it moved. Default 30s: a restarted node takes the
+	// exact sequence from the newest batch in the stream; the saved one is
+	// the fallback when that batch is gone.
+	SeqPersistInterval time.Duration
+	// ShutdownTimeout bounds the graceful part of a shutdown (closing
+	// connections, publishing what was read, saving state). Default 30s.
+	ShutdownTimeout time.Duration
+
+	// NodeID names this node in saved state and logs. Default: host name.
+	NodeID string
+	// HTTPClient is used for REST and WebSocket dials. Default: a client
+	// with a 30s timeout.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+// BatchCompression is how batch bodies are compressed.
+type BatchCompression string
+
+// Batch compressions.
+const (
+	BatchS2   BatchCompression = "s2"
+	BatchNone BatchCompression = "none"
+)
+
+// DefaultIntents is every non-privileged intent.
+const DefaultIntents = discord.IntentGuilds | discord.IntentGuildModeration | discord.IntentGuildExpressions |
+	discord.IntentGuildIntegrations | discord.IntentGuildWebhooks | discord.IntentGuildInvites |
+	discord.IntentGuildVoiceStates | discord.IntentGuildMessages | discord.IntentGuildMessageReactions |
+	discord.IntentGuildMessageTyping | discord.IntentDirectMessages | discord.IntentDirectMessageReactions |
+	discord.IntentDirectMessageTyping | discord.IntentGuildScheduledEvents | discord.IntentAutoModerationConfiguration |
+	discord.IntentAutoModerationExecution
+
+func (c *Config) defaults() error {
+	if c.Token == "" {
+		return fmt.Errorf("%w: Token is required", ErrConfig)
+	}
+	if c.Publisher == nil || c.Store == nil {
+		return fmt.Errorf("%w: Publisher and Store are required", ErrConfig)
+	}
+	if c.API == "" {
+		c.API = DefaultAPI
+	}
+	c.API = strings.TrimRight(c.API, "/")
+	if c.ShardCount < 0 {
+		return fmt.Errorf("%w: ShardCount %d is negative", ErrConfig, c.ShardCount)
+	}
+	if c.Intents == 0 {
+		c.Intents = DefaultIntents
+	}
+	if c.NoCompression {
+		c.Compression = codec.None
+	} else if c.Compression == codec.None {
+		c.Compression = codec.ZlibStream
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.IdentifyInterval, discord.IdentifyIntervalMillis*time.Millisecond)
+	def(&c.IdentifyMargin, 25*time.Millisecond)
+	def(&c.BatchLinger, 5*time.Millisecond)
+	def(&c.ConnectTimeout, 10*time.Second)
+	def(&c.PersistInterval, time.Second)
+	def(&c.SeqPersistInterval, 30*time.Second)
+	def(&c.ShutdownTimeout, 30*time.Second)
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 64 << 10
+	}
+	switch c.BatchCompression {
+	case "":
+		c.BatchCompression = BatchS2
+	case BatchS2, BatchNone:
+	default:
+		return fmt.Errorf("%w: BatchCompression %q: want s2 or none", ErrConfig, c.BatchCompression)
+	}
+	if c.MaxBatchEvents <= 0 {
+		c.MaxBatchEvents = 512
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = 64 << 20
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = 1
+	}
+	if c.NodeID == "" {
+		c.NodeID, _ = os.Hostname()
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Node runs a set of shards and publishes their events.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	pub      broker.Publisher
+	subjects broker.Subjects
+	maxBody  int
+	gate     IdentifyGate
+	bot      discord.GatewayBot
+
+	runCtx   context.Context
+	pubCtx   context.Context
+	inflight sync.WaitGroup
+
+	mu     sync.Mutex
+	shards map[int]*shardRunner
+	order  []int
+
+	internMu sync.Mutex
+	interned map[string]string
+
+	bufs    sync.Pool // *[]byte: frames and inflated payloads
+	batches sync.Pool // *broker.Batch, keeping their Body capacity
+
+	metrics struct {
+		events, published, badPayloads, oversize atomic.Int64
+	}
+	started chan struct{}
+}
+
+// New checks cfg and returns a Node; Run starts it.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), pub: cfg.Publisher, subjects: cfg.Subjects,
+		shards: map[int]*shardRunner{}, interned: map[string]string{}, started: make(chan struct{}),
+	}
+	// Batches are published at MaxBatchBytes; MaxBody is the hard limit a
+	// single large payload must fit (compressed if need be).
+	n.maxBody = cfg.Publisher.MaxBody()
+	return n, nil
+}
+
+// Started is closed once every shard has been started (not necessarily
+// READY).
+func (n *Node) Started() <-chan struct{} { return n.started }
+
+// GatewayBot returns what /gateway/bot said at start.
+func (n *Node) GatewayBot() discord.GatewayBot { return n.bot }
+
+func (n *Node) machineConfig(shard, numShards int) MachineConfig {
+	return MachineConfig{
+		Shard: shard, NumShards: numShards, Token: n.cfg.Token, Intents: n.cfg.Intents,
+		Properties:   discord.IdentifyProperties{OS: runtime.GOOS, Browser: "gatehouse", Device: "gatehouse"},
+		GatewayURL:   n.bot.URL,
+		HelloTimeout: n.cfg.HelloTimeout, ReadyTimeout: n.cfg.ReadyTimeout,
+		BackoffMin: n.cfg.BackoffMin, BackoffMax: n.cfg.BackoffMax,
+		InvalidSessionMin: n.cfg.InvalidSessionMin, InvalidSessionMax: n.cfg.InvalidSessionMax,
+	}
+}
+
+// FetchGatewayBot calls GET /gateway/bot.
+func FetchGatewayBot(ctx context.Context, client *http.Client, api, token string) (discord.GatewayBot, error) {
+	var gb discord.GatewayBot
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/gateway/bot", nil)
+	if err != nil {
+		return gb, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	req.Header.Set("Authorization", "Bot "+token)
+	req.Header.Set("User-Agent", "DiscordBot (https://github.com/gatehouse-dev/gatehouse, 1)")
+	resp, err := client.Do(req)
+	if err != nil {
+		return gb, fmt.Errorf("%w: GET /gateway/bot: %v", ErrDiscord, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return gb, fmt.Errorf("%w: GET /gateway/bot: %v", ErrDiscord, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return gb, fmt.Errorf("%w: GET /gateway/bot: %s: %s", ErrDiscord, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, &gb); err != nil || gb.URL == "" || gb.Shards < 1 {
+		return gb, fmt.Errorf("%w: GET /gateway/bot: unexpected answer %.200q", ErrDiscord, body)
+	}
+	return gb, nil
+}
+
+// Run fetches /gateway/bot, starts the shards (resumable ones at once, the
+// others through the identify gate) and runs until ctx ends. Then it shuts
+// down gracefully: each connection is closed with a resumable code (never
+// 1000/1001), what was read is published, and the session state is saved,
+// so the next start RESUMEs. It returns nil after a clean shutdown, or the
+// error that prevented the start.
+func (n *Node) Run(ctx context.Context) error {
+	gb, err := FetchGatewayBot(ctx, n.cfg.HTTPClient, n.cfg.API, n.cfg.Token)
+	if err != nil {
+		return err
+	}
+	n.bot = gb
+	count := n.cfg.ShardCount
+	if count == 0 {
+		count = gb.Shards
+	}
+	ids := n.cfg.Shards
+	if ids == nil {
+		ids = make([]int, count)
+		for i := range ids {
+			ids[i] = i
+		}
+	}
+	for _, id := range ids {
+		if id < 0 || id >= count {
+			return fmt.Errorf("%w: shard %d is outside 0..%d", ErrConfig, id, count-1)
+		}
+	}
+	mc := max(gb.SessionStartLimit.MaxConcurrency, 1)
+	// Bucket order: round by round, so every bucket's first shard starts
+	// in the first window.
+	ids = slices.Clone(ids)
+	slices.SortFunc(ids, func(a, b int) int {
+		if ra, rb := a/mc, b/mc; ra != rb {
+			return ra - rb
+		}
+		return a - b
+	})
+	ids = slices.Compact(ids)
+	n.gate = n.cfg.Gate
+	if n.gate == nil {
+		reset := time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond)
+		n.gate = NewLocalGate(NewScheduler(mc, n.cfg.IdentifyInterval, n.cfg.IdentifyMargin, gb.SessionStartLimit.Remaining, reset))
+	}
+	n.log.Info("starting shards", "shards", len(ids), "shard_count", count, "max_concurrency", mc,
+		"session_starts_remaining", gb.SessionStartLimit.Remaining, "compression", string(n.cfg.Compression))
+
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	pubCtx, cancelPub := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelPub()
+	n.runCtx, n.pubCtx = runCtx, pubCtx
+
+	var wg sync.WaitGroup
+	resumed := 0
+	for _, id := range ids {
+		resume := n.loadSession(ctx, id, count)
+		if resume.ID != "" {
+			resumed++
+		}
+		r := newShardRunner(n, id, count, resume)
+		n.mu.Lock()
+		n.shards[id] = r
+		n.order = append(n.order, id)
+		n.mu.Unlock()
+		wg.Go(r.run)
+	}
+	close(n.started)
+	n.log.Info("shards started", "resuming", resumed, "identifying", len(ids)-resumed)
+
+	persistDone := make(chan struct{})
+	go func() {
+		defer close(persistDone)
+		t := time.NewTicker(n.cfg.PersistInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				n.persist(runCtx, false)
+			}
+		}
+	}()
+
+	<-ctx.Done()
+	<-persistDone
+	n.log.Info("shutting down", "shards", len(ids))
+	timer := time.AfterFunc(n.cfg.ShutdownTimeout, func() {
+		n.log.Warn("shutdown timeout: abandoning unpublished batches (they will be replayed on resume)")
+		cancelPub()
+		cancelRun()
+	})
+	defer timer.Stop()
+	// Stop every shard: each closes its connection with a resumable code,
+	// publishes what it read, and exits.
+	var stops sync.WaitGroup
+	for _, r := range n.runners() {
+		stops.Go(func() { r.step(r.m.Stop) })
+	}
+	stops.Wait()
+	cancelRun() // dials and identify waits still pending
+	wg.Wait()
+	n.inflight.Wait()
+	persistCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	n.persist(persistCtx, true)
+	n.log.Info("stopped", "events", n.metrics.events.Load(), "published", n.metrics.published.Load())
+	return nil
+}
+
+func (n *Node) loadSession(ctx context.Context, shard, count int) Session {
+	var s Session
+	st, err := n.cfg.Store.LoadSession(ctx, shard, count)
+	switch {
+	case err == nil:
+		s = Session{ID: st.SessionID, Seq: st.Seq, ResumeURL: st.ResumeGatewayURL}
+	case !errors.Is(err, broker.ErrNotFound):
+		n.log.Warn("loading session state", "shard", shard, "err", err)
+	}
+	// The stream may hold batches newer than the saved state (a crash
+	// between an ack and the next save): resume after the newest.
+	last, err := n.cfg.Store.LastBatch(ctx, shard)
+	switch {
+	case err == nil:
+		if last.Session == s.ID && last.LastSeq > s.Seq {
+			s.Seq = last.LastSeq
+		} else if last.Session != s.ID && s.ID != "" && last.Session != "" {
+			// A newer session published before its state was saved: it is
+			// the one Discord still holds. Its resume URL is unknown; the
+			// saved one usually serves, else the RESUME fails and the
+			// shard identifies.
+			s.ID, s.Seq = last.Session, last.LastSeq
+		}
+	case !errors.Is(err, broker.ErrNotFound):
+		n.log.Warn("reading the newest batch", "shard", shard, "err", err)
+	}
+	if s.ID != "" && s.ResumeURL == "" {
+		s.ResumeURL = n.bot.URL
+	}
+	return s
+}
+
+func (n *Node) runners() []*shardRunner {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rs := make([]*shardRunner, 0, len(n.order))
+	for _, id := range n.order {
+		rs = append(rs, n.shards[id])
+	}
+	return rs
+}
+
+func (n *Node) persist(ctx context.Context, force bool) {
+	now := time.Now()
+	for _, r := range n.runners() {
+		st, changed := r.persistState(now, n.cfg.SeqPersistInterval, force)
+		if !changed {
+			continue
+		}
+		var err error
+		if st.SessionID == "" {
+			err = n.cfg.Store.DeleteSession(ctx, st.Shard, st.NumShards)
+		} else {
+			err = n.cfg.Store.SaveSession(ctx, st)
+		}
+		if err != nil {
+			n.log.Warn("saving session state", "shard", st.Shard, "err", err)
+			continue // tried again next tick
+		}
+		r.markSaved(st, now)
+	}
+}
+
+// Command sends a gateway command (presence, voice state, request guild
+// members, request soundboard sounds) on shard's connection. It waits for
+// the connection's send limiter and refuses payloads over 4096 bytes.
+func (n *Node) Command(ctx context.Context, shard int, payload []byte) error {
+	n.mu.Lock()
+	r := n.shards[shard]
+	n.mu.Unlock()
+	if r == nil {
+		return ErrNotOwned
+	}
+	return r.command(ctx, payload)
+}
+
+// Owns reports whether this node runs shard.
+func (n *Node) Owns(shard int) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.shards[shard] != nil
+}
+
+// ShardStatus describes one shard.
+type ShardStatus struct {
+	Shard        int           `json:"shard"`
+	NumShards    int           `json:"num_shards"`
+	State        string        `json:"state"`
+	Error        string        `json:"error,omitempty"`
+	Latency      time.Duration `json:"latency_ns"`
+	Session      string        `json:"session_id,omitempty"`
+	Seq          int64         `json:"seq"`
+	PublishedSeq int64         `json:"published_seq"`
+	Events       int64         `json:"events"`
+	Counters     Counters      `json:"counters"`
+	IdentifiedAt time.Time     `json:"identified_at"` // the last IDENTIFY sent
+	ReadyAt      time.Time     `json:"ready_at"`      // the last READY or RESUMED
+}
+
+// Status returns every shard's status, in start order.
+func (n *Node) Status() []ShardStatus {
+	rs := n.runners()
+	out := make([]ShardStatus, len(rs))
+	for i, r := range rs {
+		out[i] = r.status()
+	}
+	return out
+}
+
+// Stats are node-wide counters.
+type Stats struct {
+	Events, Published, BadPayloads, Oversize int64
+}
+
+// Stats returns node-wide counters.
+func (n *Node) Stats() Stats {
+	return Stats{
+		Events: n.metrics.events.Load(), Published: n.metrics.published.Load(),
+		BadPayloads: n.metrics.badPayloads.Load(), Oversize: n.metrics.oversize.Load(),
+	}
+}
+
+func (n *Node) intern(b []byte) string {
+	n.internMu.Lock()
+	defer n.internMu.Unlock()
+	if s, ok := n.interned[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(n.interned) < 1<<16 {
+		n.interned[s] = s
+	}
+	return s
+}
+
+func (n *Node) getBuf() *[]byte {
+	if p, ok := n.bufs.Get().(*[]byte); ok {
+		*p = (*p)[:0]
+		return p
+	}
+	b := make([]byte, 0, 4096)
+	return &b
+}
+
+func (n *Node) putBuf(p *[]byte) {
+	if cap(*p) > 1<<20 {
+		return // do not keep rare huge buffers
+	}
+	n.bufs.Put(p)
+}

@@ -1,0 +1,275 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
+)
+
+// startSim serves a simulator on 127.0.0.1:0 and returns its REST base.
+func startSim(t testing.TB, cfg sim.Config) (*sim.Server, string) {
+	t.Helper()
+	s, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("sim shutdown: %v", err)
+		}
+		<-done
+	})
+	return s, "http://" + ln.Addr().String() + "/api/v10"
+}
+
+func testSimConfig() sim.Config {
+	return sim.Config{
+		Guilds:            40,
+		Shards:            4,
+		MaxConcurrency:    4,
+		IdentifyInterval:  100 * time.Millisecond,
+		HeartbeatInterval: time.Second,
+		EventRate:         100,
+		EventTick:         5 * time.Millisecond,
+	}
+}
+
+func testNodeConfig(t testing.TB, api string, b *memBroker) Config {
+	return Config{
+		API: api, Token: "sim-token", Publisher: b, Store: b,
+		IdentifyInterval: 100 * time.Millisecond, IdentifyMargin: 10 * time.Millisecond,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		InvalidSessionMin: 20 * time.Millisecond, InvalidSessionMax: 50 * time.Millisecond,
+		PersistInterval: 50 * time.Millisecond, Logger: testLogger(t), HelloTimeout: 2 * time.Second, ReadyTimeout: 5 * time.Second,
+	}
+}
+
+// runNode starts a node and returns it with a stop function that waits
+// for Run to return.
+func runNode(t testing.TB, cfg Config) (*Node, func()) {
+	t.Helper()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("node did not stop within 20s")
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case <-n.Started():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	return n, stop
+}
+
+// waitFor polls cond every 10ms until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func allReady(n *Node) bool {
+	st := n.Status()
+	for _, s := range st {
+		if s.State != StateReady.String() {
+			return false
+		}
+	}
+	return len(st) > 0
+}
+
+// simEventID extracts d.sim_event_id from a generated dispatch.
+func simEventID(p []byte) string {
+	i := bytes.LastIndex(p, []byte(`"sim_event_id":`))
+	if i < 0 {
+		return ""
+	}
+	rest := p[i+len(`"sim_event_id":`):]
+	j := bytes.IndexAny(rest, ",}")
+	if j < 0 {
+		return ""
+	}
+	return string(bytes.Trim(rest[:j], `"`))
+}
+
+// checkStream checks the published dispatches: within each shard session
+// the sequence numbers run 1, 2, 3… with no gap and no repeat, and no
+// simulator event appears twice on one shard.
+func checkStream(t *testing.T, evs []event) (sessions int) {
+	t.Helper()
+	type sk struct {
+		shard   int
+		session string
+	}
+	last := map[sk]int64{}
+	seen := map[string]bool{}
+	for _, e := range evs {
+		k := sk{e.shard, e.session}
+		want := last[k] + 1
+		if e.seq != want {
+			t.Errorf("shard %d session %s: seq %d after %d (type %s): gap or duplicate", e.shard, e.session, e.seq, last[k], e.typ)
+		}
+		last[k] = e.seq
+		if e.simID != "" {
+			id := fmt.Sprint(e.shard, "/", e.simID)
+			if seen[id] {
+				t.Errorf("shard %d: event %s published twice", e.shard, e.simID)
+			}
+			seen[id] = true
+		}
+	}
+	return len(last)
+}
+
+func TestNodeFaults(t *testing.T) {
+	for _, comp := range []codec.Compression{codec.ZlibStream, codec.None, codec.ZstdStream} {
+		name := string(comp)
+		if name == "" {
+			name = "none"
+		}
+		t.Run(name, func(t *testing.T) { testNodeFaults(t, comp) })
+	}
+}
+
+func testNodeFaults(t *testing.T, comp codec.Compression) {
+	s, api := startSim(t, testSimConfig())
+	b := newMemBroker(t)
+	cfg := testNodeConfig(t, api, b)
+	cfg.Compression = comp
+	cfg.NoCompression = comp == codec.None
+	n, stop := runNode(t, cfg)
+	defer func() {
+		if t.Failed() {
+			for _, st := range n.Status() {
+				t.Logf("status: %+v", st)
+			}
+			t.Logf("sim: %+v", s.Stats())
+		}
+	}()
+	waitFor(t, 10*time.Second, "all shards READY", func() bool { return allReady(n) })
+
+	published := func() int64 { return n.Stats().Published }
+	faults := []sim.Fault{
+		{Kind: sim.FaultReconnect},
+		{Kind: sim.FaultInvalidSession, Resumable: true},
+		{Kind: sim.FaultDrop},
+		{Kind: sim.FaultZombie, Duration: sim.Duration(3 * time.Second)},
+		{Kind: sim.FaultClose, Code: 4000},
+		{Kind: sim.FaultRequestHeartbeat},
+		{Kind: sim.FaultInvalidSession, Resumable: false},
+	}
+	if comp != codec.None {
+		faults = append(faults, sim.Fault{Kind: sim.FaultSplitPayload})
+	}
+	for _, f := range faults {
+		before := published()
+		if _, err := s.ApplyFault(f); err != nil {
+			t.Fatalf("fault %s: %v", f.Kind, err)
+		}
+		// Let the fault act, then wait for recovery and fresh events.
+		time.Sleep(50 * time.Millisecond)
+		waitFor(t, 15*time.Second, "recovery from "+f.Kind, func() bool { return allReady(n) && published() > before+200 })
+	}
+	stop()
+
+	st := s.Stats()
+	identifies := st.Identifies
+	// A restarted node resumes every shard: no new IDENTIFY.
+	n2, stop2 := runNode(t, cfg)
+	waitFor(t, 10*time.Second, "restarted node READY", func() bool { return allReady(n2) })
+	before := n2.Stats().Published
+	waitFor(t, 10*time.Second, "events after restart", func() bool { return n2.Stats().Published > before+200 })
+	stop2()
+	if got := s.Stats().Identifies; got != identifies {
+		t.Errorf("restart: %d new IDENTIFYs, want 0 (the node must RESUME)", got-identifies)
+	}
+	for _, sh := range n2.Status() {
+		if sh.Counters.Resumes < 1 || sh.Counters.Identifies != 0 {
+			t.Errorf("restart: shard %d: %d resumes, %d identifies", sh.Shard, sh.Counters.Resumes, sh.Counters.Identifies)
+		}
+	}
+	evs := b.events(t)
+	sessions := checkStream(t, evs)
+	// Each shard has its first session and the one after op 9 d:false.
+	if sessions != 8 {
+		t.Errorf("%d shard sessions in the stream, want 8", sessions)
+	}
+	st = s.Stats()
+	if v := st.IdentifyViolations; v != 0 {
+		t.Errorf("%d identify violations", v)
+	}
+	for rule, c := range st.Violations {
+		if c != 0 && rule != "heartbeat_timeout" {
+			t.Errorf("simulator violation %s: %d", rule, c)
+		}
+	}
+	t.Logf("%s: %d events published in %d batches (%d duplicates refused), sim: %+v", comp, len(evs), len(b.msgs), b.dups, st.Violations)
+}
+
+func TestNodeBadConfig(t *testing.T) {
+	b := newMemBroker(t)
+	for _, c := range []Config{
+		{},
+		{Token: "x"},
+		{Token: "x", Publisher: b, Store: b, ShardCount: -1},
+	} {
+		if _, err := New(c); !errors.Is(err, ErrConfig) {
+			t.Errorf("New(%+v): %v, want ErrConfig", c, err)
+		}
+	}
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

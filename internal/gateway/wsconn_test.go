@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+)
+
+// byteConn is a net.Conn that reads a fixed server stream, in chunks of
+// at most chunk bytes, and records what the client writes.
+type byteConn struct {
+	r     *bytes.Reader
+	chunk int
+	out   bytes.Buffer
+}
+
+func (c *byteConn) Read(p []byte) (int, error) {
+	if c.chunk > 0 && len(p) > c.chunk {
+		p = p[:c.chunk]
+	}
+	return c.r.Read(p)
+}
+func (c *byteConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
+func (c *byteConn) Close() error                     { return nil }
+func (c *byteConn) LocalAddr() net.Addr              { return nil }
+func (c *byteConn) RemoteAddr() net.Addr             { return nil }
+func (c *byteConn) SetDeadline(time.Time) error      { return nil }
+func (c *byteConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *byteConn) SetWriteDeadline(time.Time) error { return nil }
+func newByteConn(stream []byte, chunk int) *byteConn {
+	return &byteConn{r: bytes.NewReader(stream), chunk: chunk}
+}
+func testWS(nc net.Conn) *wsConn { return &wsConn{nc: nc, maxSize: 1 << 20, pool: &bigReadPool} }
+func frame(fin bool, op byte, p []byte) []byte {
+	b := []byte{op}
+	if fin {
+		b[0] |= 0x80
+	}
+	switch n := len(p); {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, p...)
+}
+
+func TestWSReadMessages(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 200_000)
+	var stream []byte
+	stream = append(stream, frame(true, wsText, []byte(`{"op":10}`))...)
+	stream = append(stream, frame(false, wsBinary, []byte("ab"))...)
+	stream = append(stream, frame(true, wsPing, []byte("p"))...) // between fragments
+	stream = append(stream, frame(true, wsCont, []byte("cd"))...)
+	stream = append(stream, frame(true, wsText, big)...)
+	stream = append(stream, frame(true, wsClose, append([]byte{0x0f, 0xa0}, "Authentication failed."...))...)
+	for _, chunk := range []int{0, 1, 7, 512, 4096} {
+		nc := newByteConn(stream, chunk)
+		c := testWS(nc)
+		type msg struct {
+			bin bool
+			p   string
+		}
+		var got []msg
+		for {
+			bin, p, err := c.readMessage(nil)
+			if err != nil {
+				var ce *discord.CloseError
+				if !errors.As(err, &ce) || ce.Code != 4000 || ce.Reason != "Authentication failed." {
+					t.Fatalf("chunk %d: end = %v, want close 4000 with its reason", chunk, err)
+				}
+				break
+			}
+			got = append(got, msg{bin, string(p)})
+		}
+		want := []msg{{false, `{"op":10}`}, {true, "abcd"}, {false, string(big)}}
+		if len(got) != len(want) {
+			t.Fatalf("chunk %d: %d messages, want %d", chunk, len(got), len(want))
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("chunk %d: message %d differs (%v, %d bytes)", chunk, i, got[i].bin, len(got[i].p))
+			}
+		}
+		// The client answered the ping with a masked pong and echoed the
+		// close, and holds no read buffer afterwards.
+		out := nc.out.Bytes()
+		if len(out) < 2 || out[0] != 0x80|wsPong || out[1]&0x80 == 0 {
+			t.Errorf("chunk %d: first frame written % x, want a masked pong", chunk, out[:min(len(out), 8)])
+		}
+		if !bytes.Contains(out, []byte{0x80 | wsClose}) {
+			t.Errorf("chunk %d: no close frame echoed", chunk)
+		}
+		if c.big != nil {
+			t.Errorf("chunk %d: a drained connection still holds its big buffer", chunk)
+		}
+	}
+}
+
+func TestWSProtocolErrors(t *testing.T) {
+	for name, stream := range map[string][]byte{
+		"masked server frame":             {0x81, 0x81, 1, 2, 3, 4, 'x'},
+		"reserved bit":                    {0xc1, 0x01, 'x'},
+		"continuation first":              frame(true, wsCont, []byte("x")),
+		"long control frame":              frame(true, wsPing, bytes.Repeat([]byte("x"), 126)),
+		"fragmented control":              frame(false, wsPing, []byte("x")),
+		"new message in a fragmented one": append(frame(false, wsText, []byte("a")), frame(true, wsText, []byte("b"))...),
+		"too large":                       frame(true, wsText, make([]byte, 2<<20)),
+		"truncated":                       frame(true, wsText, []byte("abc"))[:4],
+	} {
+		c := testWS(newByteConn(stream, 0))
+		_, _, err := c.readMessage(nil)
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		}
+		if name == "truncated" && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			t.Errorf("truncated: %v, want EOF", err)
+		}
+	}
+}
+
+// FuzzWSRead feeds arbitrary server streams to the frame reader: it must
+// never panic or loop, and a message it returns is at most maxSize bytes.
+func FuzzWSRead(f *testing.F) {
+	f.Add(frame(true, wsText, []byte(`{"op":10}`)), 0)
+	f.Add(append(frame(false, wsBinary, []byte("ab")), frame(true, wsCont, []byte("cd"))...), 3)
+	f.Add(frame(true, wsClose, []byte{0x03, 0xe8}), 1)
+	f.Fuzz(func(t *testing.T, stream []byte, chunk int) {
+		c := testWS(newByteConn(stream, chunk&0xfff))
+		c.maxSize = 1 << 16
+		for range 64 {
+			_, p, err := c.readMessage(nil)
+			if err != nil {
+				return
+			}
+			if len(p) > c.maxSize {
+				t.Fatalf("message of %d bytes, max %d", len(p), c.maxSize)
+			}
+		}
+	})
+}
