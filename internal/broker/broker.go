@@ -115,8 +115,11 @@ func (s Subjects) prefix() string {
 	return s.Prefix
 }
 
+// EventPrefix is what every event subject starts with: <prefix>.ev.
+func (s Subjects) EventPrefix() string { return s.prefix() + ".ev." }
+
 // Events is the wildcard covering every event subject: <prefix>.ev.>.
-func (s Subjects) Events() string { return s.prefix() + ".ev.>" }
+func (s Subjects) Events() string { return s.EventPrefix() + ">" }
 
 // Event appends the subject of a dispatch to dst.
 func (s Subjects) AppendEvent(dst []byte, shard, partition int, eventType []byte) []byte {
@@ -144,12 +147,12 @@ func (s Subjects) EventFilter(shard, partition int, eventType string) string {
 	if eventType == "" {
 		eventType = "*"
 	}
-	return s.prefix() + ".ev." + tok(shard) + "." + tok(partition) + "." + eventType
+	return s.EventPrefix() + tok(shard) + "." + tok(partition) + "." + eventType
 }
 
 // ShardEvents is the filter for every event of one shard.
 func (s Subjects) ShardEvents(shard int) string {
-	return s.prefix() + ".ev." + strconv.Itoa(shard) + ".>"
+	return s.EventPrefix() + strconv.Itoa(shard) + ".>"
 }
 
 // Command is the request subject for gateway commands to shard.

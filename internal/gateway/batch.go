@@ -18,13 +18,12 @@ type batcher struct {
 	numShards int
 	n         *Node
 
-	mu      sync.Mutex
-	cur     *broker.Batch
-	gen     uint64 // bumped per batch, so a late timer does not flush a newer one
-	timer   *time.Timer
-	subj    []byte // scratch for the subject of the current event
-	closing bool
-	done    func(*broker.Batch, error)
+	mu    sync.Mutex
+	cur   *broker.Batch
+	gen   uint64 // bumped per batch, so a late timer does not flush a newer one
+	timer *time.Timer
+	subj  []byte // scratch for the subject of the current event
+	done  func(*broker.Batch, error)
 }
 
 func (b *batcher) init(n *Node, shard, numShards int, done func(*broker.Batch, error)) {

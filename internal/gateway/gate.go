@@ -53,11 +53,10 @@ type Scheduler struct {
 }
 
 type bucketState struct {
-	free     time.Time // the earliest next grant
-	tickets  uint64    // tickets handed out
-	serving  uint64    // the ticket allowed to go next
-	inFlight int       // shard granted and not yet observed; -1 when none
-	gone     map[uint64]bool
+	free    time.Time       // the earliest next grant
+	tickets uint64          // tickets handed out
+	serving uint64          // the ticket allowed to go next
+	gone    map[uint64]bool // tickets given up before their turn
 }
 
 // advance moves serving past t and past tickets already given up.
@@ -85,7 +84,7 @@ func (s *Scheduler) bucket(shard int) *bucketState {
 	b := discord.ShardBucket(shard, s.MaxConcurrency)
 	st := s.buckets[b]
 	if st == nil {
-		st = &bucketState{inFlight: -1}
+		st = &bucketState{}
 		s.buckets[b] = st
 	}
 	return st
@@ -127,7 +126,6 @@ func (s *Scheduler) Grant(now time.Time, shard int, t uint64) (ok bool, retryAt 
 	}
 	b.advance()
 	b.free = now.Add(s.Interval + s.Margin)
-	b.inFlight = shard
 	return true, time.Time{}, nil
 }
 
@@ -153,26 +151,14 @@ func (s *Scheduler) Identified(shard int, at time.Time) {
 	if next := at.Add(s.Interval + s.Margin); next.After(b.free) {
 		b.free = next
 	}
-	if b.inFlight == shard {
-		b.inFlight = -1
-	}
-}
-
-// Remaining returns the session starts left (-1: not tracked).
-func (s *Scheduler) Remaining() int { return s.remaining }
-
-// SetBudget replaces the budget with fresh figures from /gateway/bot.
-func (s *Scheduler) SetBudget(remaining int, resetAt time.Time) {
-	s.remaining, s.resetAt = remaining, resetAt
 }
 
 // LocalGate is an IdentifyGate for one process.
 type LocalGate struct {
-	mu     sync.Mutex
-	sched  *Scheduler
-	now    func() time.Time
-	wake   chan struct{} // closed and replaced whenever a bucket moves
-	cancel map[uint64]bool
+	mu    sync.Mutex
+	sched *Scheduler
+	now   func() time.Time
+	wake  chan struct{} // closed and replaced whenever a bucket moves
 }
 
 // NewLocalGate wraps a Scheduler with the wall clock.
@@ -224,11 +210,4 @@ func (g *LocalGate) Identified(shard int, at time.Time) {
 	defer g.mu.Unlock()
 	g.sched.Identified(shard, at)
 	g.broadcast()
-}
-
-// Remaining returns the session starts left.
-func (g *LocalGate) Remaining() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.sched.Remaining()
 }

@@ -106,8 +106,8 @@ type Config struct {
 
 	// NodeID names this node in saved state and logs. Default: host name.
 	NodeID string
-	// HTTPClient is used for REST and WebSocket dials. Default: a client
-	// with a 30s timeout.
+	// HTTPClient is used for REST calls (the gateway's WebSocket dials
+	// directly). Default: a client with a 30s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
 }
@@ -122,12 +122,7 @@ const (
 )
 
 // DefaultIntents is every non-privileged intent.
-const DefaultIntents = discord.IntentGuilds | discord.IntentGuildModeration | discord.IntentGuildExpressions |
-	discord.IntentGuildIntegrations | discord.IntentGuildWebhooks | discord.IntentGuildInvites |
-	discord.IntentGuildVoiceStates | discord.IntentGuildMessages | discord.IntentGuildMessageReactions |
-	discord.IntentGuildMessageTyping | discord.IntentDirectMessages | discord.IntentDirectMessageReactions |
-	discord.IntentDirectMessageTyping | discord.IntentGuildScheduledEvents | discord.IntentAutoModerationConfiguration |
-	discord.IntentAutoModerationExecution
+const DefaultIntents = discord.IntentsNonPrivileged
 
 func (c *Config) defaults() error {
 	if c.Token == "" {
@@ -219,7 +214,7 @@ type Node struct {
 	batches sync.Pool // *broker.Batch, keeping their Body capacity
 
 	metrics struct {
-		events, published, badPayloads, oversize atomic.Int64
+		published, badPayloads, oversize atomic.Int64
 	}
 	started chan struct{}
 }
@@ -391,7 +386,7 @@ func (n *Node) Run(ctx context.Context) error {
 	persistCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	n.persist(persistCtx, true)
-	n.log.Info("stopped", "events", n.metrics.events.Load(), "published", n.metrics.published.Load())
+	n.log.Info("stopped", "events", n.Stats().Events, "published", n.metrics.published.Load())
 	return nil
 }
 
@@ -511,8 +506,12 @@ type Stats struct {
 
 // Stats returns node-wide counters.
 func (n *Node) Stats() Stats {
+	var events int64 // summed here, not counted twice on the event path
+	for _, r := range n.runners() {
+		events += r.events.Load()
+	}
 	return Stats{
-		Events: n.metrics.events.Load(), Published: n.metrics.published.Load(),
+		Events: events, Published: n.metrics.published.Load(),
 		BadPayloads: n.metrics.badPayloads.Load(), Oversize: n.metrics.oversize.Load(),
 	}
 }

@@ -299,7 +299,6 @@ func (r *shardRunner) handle(isBinary bool, msg []byte) error {
 	var session string
 	if h.Op == discord.OpDispatch {
 		r.events.Add(1)
-		r.n.metrics.events.Add(1)
 	}
 	r.mu.Lock()
 	before := r.m.Session()

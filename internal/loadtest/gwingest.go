@@ -104,8 +104,8 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 			return IngestResult{}, err
 		}
 		defer brk.stop()
-		url, _, _ := strings.Cut(brk.lines[0], ",")
-		args = append(args, "-nats", url)
+		brokerURL, _, _ := strings.Cut(brk.lines[0], ",")
+		args = append(args, "-nats", brokerURL)
 	} else {
 		args = append(args, "-nats", "embedded", "-nats-listen", "127.0.0.1:0", "-data-dir", dir+"/node")
 	}
@@ -114,11 +114,9 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 		return IngestResult{}, err
 	}
 	defer gw.stop()
+	// With a separate broker the node prints that broker's URL too.
 	natsURL, _, _ := strings.Cut(gw.lines[0], ",")
 	statusURL := strings.TrimSpace(gw.lines[1])
-	if brk != nil {
-		natsURL, _, _ = strings.Cut(brk.lines[0], ",")
-	}
 
 	// The consumer: a durable pull consumer acking every batch.
 	nc, err := nats.Connect(natsURL, nats.Name("gatehouse-bench-consumer"))
@@ -272,10 +270,11 @@ func fetchNodeStatus(ctx context.Context, url string, memstats bool) (nodeStatus
 // child is a gatehouse subcommand run as a process. startChild waits for
 // the first stdout line starting with each prefix, in order.
 type child struct {
-	cmd   *exec.Cmd
-	lines []string // the text after each prefix
-	done  chan struct{}
-	tail  *tailWriter
+	cmd     *exec.Cmd
+	lines   []string // the text after each prefix
+	done    chan struct{}
+	waitErr error // the exit status, once done is closed
+	tail    *tailWriter
 }
 
 func startChild(ctx context.Context, exe string, args []string, logs io.Writer, prefixes ...string) (*child, error) {
@@ -301,7 +300,7 @@ func startChild(ctx context.Context, exe string, args []string, logs io.Writer, 
 			}
 		}
 		_, _ = io.Copy(io.Discard, out)
-		_ = cmd.Wait()
+		c.waitErr = cmd.Wait()
 	}()
 	for range prefixes {
 		select {
@@ -323,14 +322,19 @@ func startChild(ctx context.Context, exe string, args []string, logs io.Writer, 
 func (c *child) pid() int { return c.cmd.Process.Pid }
 
 // stop sends SIGTERM, waits up to 30s for a graceful exit, then kills.
-func (c *child) stop() {
+func (c *child) stop() { _ = c.stopWithin(30 * time.Second) }
+
+// stopWithin sends SIGTERM, waits up to d, then kills; it returns the
+// exit status.
+func (c *child) stopWithin(d time.Duration) error {
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(d):
 		_ = c.cmd.Process.Kill()
 		<-c.done
 	}
+	return c.waitErr
 }
 
 func sumViolations(m map[string]int64) int64 {

@@ -1,13 +1,11 @@
 package loadtest
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,73 +17,33 @@ import (
 type SimProcess struct {
 	// Base is the simulator's HTTP base, e.g. http://127.0.0.1:41234.
 	Base string
-	cmd  *exec.Cmd
-	done chan error
+	c    *child
 }
 
 // StartSim runs exe with args (which must make it print the line
-// "gatehouse sim listening on http://HOST:PORT …" first, as `gatehouse sim`
+// "gatehouse sim listening on http://HOST:PORT …", as `gatehouse sim`
 // does) and waits for that line. The child's stderr goes to logs (nil:
 // discarded). Stop ends it.
 func StartSim(ctx context.Context, exe string, args []string, logs io.Writer) (*SimProcess, error) {
-	cmd := exec.Command(exe, args...)
 	if logs == nil {
 		logs = io.Discard
 	}
-	cmd.Stderr = logs
-	out, err := cmd.StdoutPipe()
+	c, err := startChild(ctx, exe, args, logs, "gatehouse sim listening on ")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("loadtest: simulator did not start: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &SimProcess{cmd: cmd, done: make(chan error, 1)}
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		if sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-		_, _ = io.Copy(io.Discard, out)
-		p.done <- cmd.Wait()
-	}()
-	select {
-	case line, ok := <-lines:
-		const prefix = "gatehouse sim listening on "
-		if !ok || !strings.HasPrefix(line, prefix) {
-			p.Stop()
-			return nil, fmt.Errorf("loadtest: simulator did not start (first line %q)", line)
-		}
-		p.Base, _, _ = strings.Cut(strings.TrimPrefix(line, prefix), " ")
-		return p, nil
-	case <-ctx.Done():
-		p.Stop()
-		return nil, ctx.Err()
-	case <-time.After(30 * time.Second):
-		p.Stop()
-		return nil, errors.New("loadtest: simulator did not start within 30s")
-	}
+	base, _, _ := strings.Cut(c.lines[0], " ")
+	return &SimProcess{Base: base, c: c}, nil
 }
 
 // PID is the child's process ID.
-func (p *SimProcess) PID() int { return p.cmd.Process.Pid }
+func (p *SimProcess) PID() int { return p.c.pid() }
 
 // CPU returns the user and system CPU time the child has used so far.
 func (p *SimProcess) CPU() (time.Duration, error) { return ProcessCPU(p.PID()) }
 
 // Stop sends SIGTERM, waits up to 10 s, then kills the child.
-func (p *SimProcess) Stop() error {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		return err
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		return <-p.done
-	}
-}
+func (p *SimProcess) Stop() error { return p.c.stopWithin(10 * time.Second) }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times; it is 100 on
 // every Linux architecture Go supports.

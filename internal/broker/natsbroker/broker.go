@@ -22,9 +22,10 @@ import (
 // for concurrent use. Close releases it: it drains in-flight batches, closes
 // the connection and stops the embedded server.
 type Broker struct {
-	cfg  Config
-	log  *slog.Logger
-	subj broker.Subjects
+	cfg      Config
+	log      *slog.Logger
+	subj     broker.Subjects
+	evPrefix string // subj.EventPrefix(), computed once for the publish path
 
 	ns         *server.Server // nil with an external URL
 	clientURL  string
@@ -66,6 +67,7 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		subj:       broker.Subjects{Prefix: cfg.Prefix},
+		evPrefix:   broker.Subjects{Prefix: cfg.Prefix}.EventPrefix(),
 		connClosed: make(chan struct{}),
 		sem:        make(chan struct{}, cfg.MaxPending),
 		queue:      make(chan *entry, cfg.MaxPending),

@@ -125,8 +125,8 @@ func (b *Broker) checkBatch(batch *broker.Batch) error {
 // inStream reports whether subject is a literal subject under
 // <prefix>.ev.
 func (b *Broker) inStream(subject string) bool {
-	rest, ok := strings.CutPrefix(subject, b.cfg.Prefix)
-	if !ok || !strings.HasPrefix(rest, ".ev.") || len(rest) == len(".ev.") {
+	rest, ok := strings.CutPrefix(subject, b.evPrefix)
+	if !ok || rest == "" {
 		return false
 	}
 	return validSubject(subject)
