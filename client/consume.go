@@ -243,7 +243,10 @@ func (c *Client) Consume(ctx context.Context, handler func(ctx context.Context, 
 	sel := c.selection()
 	cons, err := c.consumer(ctx, sel.filters)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case c.closed.Load():
+			return ErrClosed // Close raced with creating the consumer
+		case ctx.Err() != nil:
 			return nil
 		}
 		return err
