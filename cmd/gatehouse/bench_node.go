@@ -53,7 +53,8 @@ func runBenchFleet(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 const benchIdleSummary = `Start a gateway node of N idle shards (GUILD_CREATEs fill the inflate windows,
-then no events) and report its resident memory per shard, embedded NATS included.`
+then no events) and report its resident memory per shard, embedded NATS included: the
+median and the largest of one-second samples taken after the node settles.`
 
 func runBenchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench idle", benchIdleSummary, stderr)
@@ -61,7 +62,8 @@ func runBenchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	compress := fs.String("compress", "zlib-stream", "transport compression: none, zlib-stream, zstd-stream")
 	fs.IntVar(&cfg.Shards, "shards", 1000, "shards")
 	fs.IntVar(&cfg.GuildsPerShard, "guilds-per-shard", 20, "guilds per shard")
-	fs.DurationVar(&cfg.Settle, "settle", 15*time.Second, "wait after the last READY before measuring")
+	fs.DurationVar(&cfg.Settle, "settle", 45*time.Second, "wait after the last READY before sampling (past every shard's first heartbeat)")
+	fs.DurationVar(&cfg.Window, "window", 45*time.Second, "sample RSS every second for this long and report the median and the largest sample")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -75,7 +77,7 @@ func runBenchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	cfg.MaxConcurrency = cfg.Shards // every shard its own bucket: start fast
 	cfg.IdentifyInterval = 50 * time.Millisecond
 	cfg.Logs = stderr
-	cols := []string{"shards", "compress", "RSS MiB", "RSS KiB/shard", "Go heap MiB", "heap KiB/shard"}
+	cols := []string{"shards", "compress", "RSS MiB", "RSS KiB/shard", "max KiB/shard", "samples", "Go heap MiB"}
 	printRowOf(stdout, cols, cols)
 	r, err := loadtest.RunIdleMemory(ctx, cfg)
 	if err != nil {
@@ -83,6 +85,6 @@ func runBenchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	printRowOf(stdout, cols, []string{fmt.Sprint(r.Shards), compressionName(r.Compression),
 		fmt.Sprintf("%.1f", float64(r.RSSBytes)/(1<<20)), fmt.Sprintf("%.1f", r.PerShard()/1024),
-		fmt.Sprintf("%.1f", float64(r.HeapBytes)/(1<<20)), fmt.Sprintf("%.1f", float64(r.HeapBytes)/float64(r.Shards)/1024)})
+		fmt.Sprintf("%.1f", r.MaxPerShard()/1024), fmt.Sprint(r.Samples), fmt.Sprintf("%.1f", float64(r.HeapBytes)/(1<<20))})
 	return nil
 }

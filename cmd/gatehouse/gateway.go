@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +48,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		linger     = fs.Duration("batch-linger", 5*time.Millisecond, "longest a batch waits for more events of its shard and type before it is published (negative: publish every event at once)")
 		batchComp  = fs.String("batch-compress", "s2", "compress batch bodies before publishing: s2 or none (consumers using the client package read both)")
 		batchBytes = fs.Int("batch-bytes", 64<<10, "publish a batch when it reaches this many bytes")
+		idleAfter  = fs.Duration("idle-after", 2*time.Second, "a shard quiet this long packs its zlib-stream window (32 KiB to about 8) and returns its read buffers (negative: never)")
 		maxAge     = fs.Duration("retention", 24*time.Hour, "embedded/created stream: how long events are kept")
 		interval   = fs.Duration("identify-interval", 5*time.Second, "identify window per bucket (Discord: 5s; shorter only against a simulator configured the same)")
 		margin     = fs.Duration("identify-margin", 25*time.Millisecond, "added to the 5 s identify window of each bucket, against clock and network jitter")
@@ -69,7 +69,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg := gateway.Config{
 		API: *api, Token: *token, Partitions: *partitions, BatchLinger: *linger, MaxBatchBytes: *batchBytes,
 		IdentifyMargin: *margin, IdentifyInterval: *interval, BatchCompression: gateway.BatchCompression(*batchComp), NodeID: *nodeID, ShutdownTimeout: *shutdown, Logger: log,
-		Subjects: broker.Subjects{Prefix: *prefix},
+		Subjects: broker.Subjects{Prefix: *prefix}, IdleAfter: *idleAfter,
 	}
 	if cfg.Token == "" {
 		cfg.Token = os.Getenv("GATEHOUSE_TOKEN")
@@ -161,7 +161,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			log.Error("command subscription ended", "err", err)
 		}
 	})
-	wg.Go(func() { trimAfterStart(cmdCtx, node) })
+	wg.Go(func() { trimMemory(cmdCtx, memTrimEvery) })
 	if *statusAddr != "" {
 		srv, err := serveStatus(&wg, *statusAddr, node, log)
 		if err != nil {
@@ -270,44 +270,4 @@ func parseShardList(s string) ([]int, error) {
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
-}
-
-// trimAfterStart returns the memory of the start-up burst (READY and the
-// GUILD_CREATEs of every shard pass through batch buffers at once) to the
-// operating system once, when every shard is first READY. Without it the
-// runtime keeps those pages for minutes, and an idle node looks several
-// times larger than it is.
-func trimAfterStart(ctx context.Context, node *gateway.Node) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		st := node.Status()
-		if len(st) == 0 {
-			continue
-		}
-		ready := true
-		for _, s := range st {
-			if s.State != gateway.StateReady.String() && s.Error == "" {
-				ready = false
-				break
-			}
-		}
-		if ready {
-			select { // let the last batches be acknowledged first
-			case <-ctx.Done():
-				return
-			case <-time.After(2 * time.Second):
-			}
-			// Two collections: the first moves pooled buffers to the pools'
-			// victim caches, the second frees them.
-			runtime.GC()
-			debug.FreeOSMemory()
-			return
-		}
-	}
 }

@@ -83,6 +83,13 @@ type Config struct {
 	// Default BatchS2: the broker's cost grows with the bytes it stores.
 	BatchCompression BatchCompression
 
+	// IdleAfter is how long a shard's connection must be quiet before the
+	// shard shrinks what it holds: the zlib-stream window is packed (32 KiB
+	// down to 7-10 KiB of gateway JSON) and read buffers go back to their
+	// pools. Packing and the unpacking at the next message cost about 35 µs
+	// together, once per quiet spell. Default 2s; negative never shrinks.
+	IdleAfter time.Duration
+
 	// ConnectTimeout bounds a WebSocket dial. Default 10s.
 	ConnectTimeout time.Duration
 	// HelloTimeout, ReadyTimeout: see MachineConfig.
@@ -155,6 +162,7 @@ func (c *Config) defaults() error {
 	def(&c.IdentifyMargin, 25*time.Millisecond)
 	def(&c.BatchLinger, 5*time.Millisecond)
 	def(&c.ConnectTimeout, 10*time.Second)
+	def(&c.IdleAfter, 2*time.Second)
 	def(&c.PersistInterval, time.Second)
 	def(&c.SeqPersistInterval, 30*time.Second)
 	def(&c.ShutdownTimeout, 30*time.Second)
@@ -215,6 +223,7 @@ type Node struct {
 
 	metrics struct {
 		published, badPayloads, oversize atomic.Int64
+		quiet                            atomic.Int64 // connections idle for IdleAfter
 	}
 	started chan struct{}
 }
@@ -502,6 +511,9 @@ func (n *Node) Status() []ShardStatus {
 // Stats are node-wide counters.
 type Stats struct {
 	Events, Published, BadPayloads, Oversize int64
+	// Quiet is how many shard connections are idle now: nothing received
+	// for Config.IdleAfter, their memory shrunk.
+	Quiet int64
 }
 
 // Stats returns node-wide counters.
@@ -513,6 +525,7 @@ func (n *Node) Stats() Stats {
 	return Stats{
 		Events: events, Published: n.metrics.published.Load(),
 		BadPayloads: n.metrics.badPayloads.Load(), Oversize: n.metrics.oversize.Load(),
+		Quiet: n.metrics.quiet.Load(),
 	}
 }
 

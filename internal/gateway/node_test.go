@@ -273,3 +273,42 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestNodeQuietShards runs zlib-stream shards that go quiet between
+// sparse events, so every event arrives at a packed window and is
+// decoded after unpacking it: the stream must stay complete and in order.
+func TestNodeQuietShards(t *testing.T) {
+	simCfg := testSimConfig()
+	simCfg.EventRate = 8 // per shard per second: quiet spells of ~125ms
+	s, api := startSim(t, simCfg)
+	b := newMemBroker(t)
+	cfg := testNodeConfig(t, api, b)
+	cfg.Compression = codec.ZlibStream
+	cfg.IdleAfter = 20 * time.Millisecond
+	n, stop := runNode(t, cfg)
+	waitFor(t, 10*time.Second, "all shards READY", func() bool { return allReady(n) })
+	sawQuiet := false
+	waitFor(t, 15*time.Second, "quiet shards and 100 events", func() bool {
+		sawQuiet = sawQuiet || n.Stats().Quiet > 0
+		return sawQuiet && n.Stats().Published > 100
+	})
+	for _, sh := range n.Status() {
+		if sh.Counters.Connects != 1 {
+			t.Errorf("shard %d connected %d times, want once (a decode error reconnects)", sh.Shard, sh.Counters.Connects)
+		}
+	}
+	stop()
+	if q := n.Stats().Quiet; q != 0 {
+		t.Errorf("after stop %d shards still counted quiet, want 0", q)
+	}
+	if bad := n.Stats().BadPayloads; bad != 0 {
+		t.Errorf("%d bad payloads", bad)
+	}
+	evs := b.events(t)
+	if sessions := checkStream(t, evs); sessions != simCfg.Shards {
+		t.Errorf("%d sessions, want %d (a decode error would have reconnected)", sessions, simCfg.Shards)
+	}
+	if st := s.Stats(); st.Identifies != int64(simCfg.Shards) {
+		t.Errorf("%d identifies, want %d", st.Identifies, simCfg.Shards)
+	}
+}

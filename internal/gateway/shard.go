@@ -261,7 +261,18 @@ func gatewayURL(base string, c codec.Compression) (string, error) {
 
 // read reads messages until the connection ends; it returns why.
 func (r *shardRunner) read(conn *wsConn) error {
+	conn.watchIdle(r.n.cfg.IdleAfter, r.quiet)
+	defer func() {
+		if conn.asleep {
+			r.n.metrics.quiet.Add(-1)
+		}
+	}()
 	for {
+		// Wait for the next frame before taking a buffer: a goroutine
+		// blocked on a quiet connection holds none.
+		if err := conn.fill(2); err != nil {
+			return err
+		}
 		mp := r.n.getBuf()
 		isBinary, msg, err := conn.readMessage((*mp)[:0])
 		*mp = msg[:0]
@@ -272,6 +283,19 @@ func (r *shardRunner) read(conn *wsConn) error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// quiet runs on the read goroutine when the connection goes quiet (true)
+// and when data arrives again (false).
+func (r *shardRunner) quiet(asleep bool) {
+	if !asleep {
+		r.n.metrics.quiet.Add(-1)
+		return
+	}
+	r.n.metrics.quiet.Add(1)
+	if r.dec != nil {
+		r.dec.Idle()
 	}
 }
 

@@ -14,8 +14,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
@@ -37,6 +39,19 @@ type wsConn struct {
 	unread []byte
 	pool   *sync.Pool
 	flood  bool // the last read into big filled at least half of it: keep it
+
+	// Idle detection, by the reading goroutine: a read deadline idleAfter
+	// ahead, set when reading starts or resumes after a quiet spell; when it
+	// passes with no read in between, onIdle runs once and the deadline is
+	// cleared until data arrives again. Rearming only on timeouts keeps it
+	// off the per-read path.
+	idleAfter  time.Duration
+	onIdle     func(asleep bool)
+	reads      uint64 // reads that returned data
+	readsArmed uint64 // reads when the deadline was set
+	asleep     bool   // onIdle ran; no deadline set
+	closing    atomic.Bool
+	closeAt    atomic.Int64 // unix ns: the read deadline of the closing handshake
 
 	wmu       sync.Mutex
 	wbuf      []byte
@@ -170,7 +185,13 @@ func (c *wsConn) fill(n int) error {
 				c.moveToBig()
 				c.flood = true
 			}
+			if m > 0 {
+				c.gotData()
+			}
 			if err != nil && len(c.unread) < n {
+				if m == 0 && c.timedOut(err) {
+					continue
+				}
 				return err
 			}
 			continue
@@ -180,11 +201,83 @@ func (c *wsConn) fill(n int) error {
 		m, err := c.nc.Read((*c.big)[len(c.unread):])
 		c.unread = (*c.big)[:len(c.unread)+m]
 		c.flood = m >= free/2
+		if m > 0 {
+			c.gotData()
+		}
 		if err != nil && len(c.unread) < n {
+			if m == 0 && c.timedOut(err) {
+				continue
+			}
 			return err
 		}
 	}
 	return nil
+}
+
+// watchIdle makes the reading goroutine call onIdle(true) once the
+// connection has been quiet for about d (between d and 2d), and
+// onIdle(false) when data arrives after that. The reading goroutine calls
+// it before reading.
+func (c *wsConn) watchIdle(d time.Duration, onIdle func(asleep bool)) {
+	if d <= 0 || onIdle == nil {
+		return
+	}
+	c.idleAfter, c.onIdle = d, onIdle
+	c.setReadDeadline(time.Now().Add(d))
+}
+
+func (c *wsConn) gotData() {
+	c.reads++
+	if c.asleep {
+		c.asleep = false
+		c.onIdle(false)
+		c.readsArmed = c.reads
+		c.setReadDeadline(time.Now().Add(c.idleAfter))
+	}
+}
+
+// setReadDeadline sets the read deadline unless the closing handshake has
+// set its own. closeWith stores closing before setting its deadline, so one
+// of the two always sees the other.
+func (c *wsConn) setReadDeadline(t time.Time) {
+	_ = c.nc.SetReadDeadline(t)
+	if c.closing.Load() {
+		_ = c.nc.SetReadDeadline(time.Unix(0, c.closeAt.Load()))
+	}
+}
+
+// timedOut handles a read that hit the deadline: it reports whether to
+// read on (an idle deadline) or give up (the closing handshake's).
+func (c *wsConn) timedOut(err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	if c.closing.Load() {
+		at := time.Unix(0, c.closeAt.Load())
+		if time.Now().Before(at) {
+			// The idle deadline passed just as closing began.
+			_ = c.nc.SetReadDeadline(at)
+			return true
+		}
+		return false
+	}
+	if c.onIdle == nil {
+		return false
+	}
+	if c.reads != c.readsArmed {
+		// Data came since the deadline was set: not idle yet.
+		c.readsArmed = c.reads
+		c.setReadDeadline(time.Now().Add(c.idleAfter))
+		return true
+	}
+	if len(c.unread) == 0 {
+		c.flood = false
+		c.releaseBig()
+	}
+	c.onIdle(true)
+	c.asleep = true
+	c.setReadDeadline(time.Time{})
+	return true
 }
 
 // moveToBig puts the unread bytes at the start of the big buffer.
@@ -386,7 +479,10 @@ func (c *wsConn) sendClose(code int) {
 // ends when the server's close frame arrives, or after 5 s.
 func (c *wsConn) closeWith(code int) {
 	c.sendClose(code)
-	_ = c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	at := time.Now().Add(5 * time.Second)
+	c.closeAt.Store(at.UnixNano())
+	c.closing.Store(true)
+	_ = c.nc.SetReadDeadline(at)
 }
 
 // closeNow closes the TCP connection and returns the read buffer.

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
@@ -145,6 +149,95 @@ func FuzzWSRead(f *testing.F) {
 			if len(p) > c.maxSize {
 				t.Fatalf("message of %d bytes, max %d", len(p), c.maxSize)
 			}
+		}
+	})
+}
+
+// TestWSIdle checks idle detection on a connection with real deadlines
+// (net.Pipe, in a synctest bubble): onIdle runs once per quiet spell, not
+// while messages keep coming, and the closing handshake's deadline wins
+// over the idle one.
+func TestWSIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cli, srv := net.Pipe()
+		defer srv.Close()
+		go io.Copy(io.Discard, srv) // the client's frames (close)
+		c := testWS(cli)
+		defer c.closeNow()
+		var idles, wakes atomic.Int32
+		c.watchIdle(100*time.Millisecond, func(asleep bool) {
+			if asleep {
+				idles.Add(1)
+			} else {
+				wakes.Add(1)
+			}
+		})
+
+		type result struct {
+			p   string
+			err error
+			at  time.Duration
+		}
+		start := time.Now()
+		results := make(chan result, 1)
+		go func() {
+			for {
+				_, p, err := c.readMessage(nil)
+				results <- result{string(p), err, time.Since(start)}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		send := func(p string) {
+			t.Helper()
+			if _, err := srv.Write(frame(true, wsText, []byte(p))); err != nil {
+				t.Fatal(err)
+			}
+			if r := <-results; r.p != p || r.err != nil {
+				t.Fatalf("read %q, %v; want %q", r.p, r.err, p)
+			}
+		}
+		// A message every 60ms: never quiet for 100ms.
+		for i := range 10 {
+			send(fmt.Sprint("busy ", i))
+			time.Sleep(60 * time.Millisecond)
+		}
+		if idles.Load() != 0 {
+			t.Fatalf("onIdle ran %d times on a busy connection", idles.Load())
+		}
+		// Quiet: onIdle runs once within 2×100ms, then not again.
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if idles.Load() != 1 {
+			t.Fatalf("after a quiet second onIdle ran %d times, want 1", idles.Load())
+		}
+		// A message wakes it; the next quiet spell runs onIdle again.
+		send("wake")
+		if wakes.Load() != 1 {
+			t.Fatalf("onIdle(false) ran %d times after the first message of a quiet connection, want 1", wakes.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+		synctest.Wait()
+		if idles.Load() != 1 {
+			t.Fatalf("50ms after waking onIdle ran %d times, want still 1", idles.Load())
+		}
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+		if idles.Load() != 2 {
+			t.Fatalf("150ms after waking onIdle ran %d times, want 2", idles.Load())
+		}
+		// Closing: the idle deadline must not end the handshake early, nor
+		// clear its 5s deadline.
+		send("before close")
+		closed := time.Now()
+		c.closeWith(4000)
+		r := <-results
+		if !errors.Is(r.err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read during a close nobody answers = %q, %v; want the deadline", r.p, r.err)
+		}
+		if waited := time.Since(closed); waited != 5*time.Second {
+			t.Fatalf("the closing handshake ended after %v, want 5s", waited)
 		}
 	})
 }

@@ -25,7 +25,8 @@ type NodeRunConfig struct {
 	IdentifyInterval time.Duration // the simulator's window and the node's; default 5s
 	Compression      codec.Compression
 	Rate             float64       // events/s per shard; default 0 (idle)
-	Settle           time.Duration // RunIdleMemory: wait after the last READY; default 15s
+	Settle           time.Duration // RunIdleMemory: wait after the last READY; default 45s (past the first heartbeat of every shard)
+	Window           time.Duration // RunIdleMemory: how long RSS is sampled after Settle; default 45s (a heartbeat interval)
 	Timeout          time.Duration // for every shard to be READY; default 5m
 	Logs             io.Writer
 }
@@ -88,16 +89,25 @@ func RunFleetStart(ctx context.Context, cfg NodeRunConfig) (FleetStartResult, er
 type IdleMemoryResult struct {
 	Shards      int
 	Compression codec.Compression
-	RSSBytes    int64 // the node process, embedded NATS included
-	HeapBytes   int64 // Go heap in use (runtime.MemStats.HeapAlloc)
+	// RSS of the node process (embedded NATS and the binary's mapped pages
+	// included), sampled every second over the window: the median and the
+	// largest sample. An idle node's RSS is a saw-tooth: heartbeats wake
+	// shards, which grow stacks and take windows back, until a collection
+	// returns the memory.
+	RSSBytes, MaxRSSBytes int64
+	Samples               int
+	HeapBytes             int64 // Go heap in use at the end (runtime.MemStats.HeapAlloc)
 }
 
-// PerShard is RSS divided by shards.
+// PerShard is the median RSS divided by shards.
 func (r IdleMemoryResult) PerShard() float64 { return float64(r.RSSBytes) / float64(r.Shards) }
 
+// MaxPerShard is the largest RSS sample divided by shards.
+func (r IdleMemoryResult) MaxPerShard() float64 { return float64(r.MaxRSSBytes) / float64(r.Shards) }
+
 // RunIdleMemory starts a node of cfg.Shards idle shards (no events after
-// the GUILD_CREATEs, which fill the inflate windows) and measures its RSS
-// once settled.
+// the GUILD_CREATEs, which fill the inflate windows), waits cfg.Settle
+// after the last READY, then samples its RSS every second for cfg.Window.
 func RunIdleMemory(ctx context.Context, cfg NodeRunConfig) (IdleMemoryResult, error) {
 	cfg.defaults()
 	run, err := startNodeRun(ctx, cfg)
@@ -113,15 +123,32 @@ func RunIdleMemory(ctx context.Context, cfg NodeRunConfig) (IdleMemoryResult, er
 		return IdleMemoryResult{}, ctx.Err()
 	case <-time.After(cfg.Settle):
 	}
+	var rss []int64
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for end := time.Now().Add(cfg.Window); ; {
+		v, err := ProcessRSS(run.node.pid())
+		if err != nil {
+			return IdleMemoryResult{}, err
+		}
+		rss = append(rss, v)
+		if !time.Now().Before(end) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return IdleMemoryResult{}, ctx.Err()
+		case <-t.C:
+		}
+	}
+	// The status call allocates; it comes after the last sample.
 	st, err := fetchNodeStatus(ctx, run.status, true)
 	if err != nil {
 		return IdleMemoryResult{}, err
 	}
-	rss, err := ProcessRSS(run.node.pid())
-	if err != nil {
-		return IdleMemoryResult{}, err
-	}
-	return IdleMemoryResult{Shards: cfg.Shards, Compression: cfg.Compression, RSSBytes: rss, HeapBytes: int64(st.HeapAlloc)}, nil
+	slices.Sort(rss)
+	return IdleMemoryResult{Shards: cfg.Shards, Compression: cfg.Compression, RSSBytes: rss[len(rss)/2],
+		MaxRSSBytes: rss[len(rss)-1], Samples: len(rss), HeapBytes: int64(st.HeapAlloc)}, nil
 }
 
 func (cfg *NodeRunConfig) defaults() {
@@ -137,8 +164,11 @@ func (cfg *NodeRunConfig) defaults() {
 	if cfg.IdentifyInterval <= 0 {
 		cfg.IdentifyInterval = 5 * time.Second
 	}
+	if cfg.Window <= 0 {
+		cfg.Window = 45 * time.Second
+	}
 	if cfg.Settle <= 0 {
-		cfg.Settle = 15 * time.Second
+		cfg.Settle = 45 * time.Second
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Minute

@@ -265,3 +265,28 @@ func TestZlibDecoderHeap(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkIdleWake is what a quiet zlib-stream shard pays per message:
+// Idle packs the full window, and the next Decode unpacks it first. It
+// reports the packed window's size.
+func BenchmarkIdleWake(b *testing.B) {
+	payloads := gatewayPayloads(21, 4096)
+	msgs := encodeAll(b, ZlibStream, EncoderConfig{}, payloads)
+	dec := newZlib(b, DecoderConfig{}).(*zlibDecoder)
+	buf := make([]byte, 0, 64<<10)
+	i, packed := 0, 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if i == len(msgs) {
+			dec.Reset()
+			i = 0
+		}
+		dec.Idle()
+		packed += len(dec.inf.packed)
+		if _, ok, err := dec.Decode(buf[:0], msgs[i]); err != nil || !ok {
+			b.Fatalf("Decode(message %d) = %v, %v", i, ok, err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(packed)/float64(b.N), "packed-bytes")
+}

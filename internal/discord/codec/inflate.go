@@ -7,6 +7,8 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // This file holds a DEFLATE (RFC 1951) decoder shaped for zlib-stream. It
@@ -290,16 +292,78 @@ func corrupt(what string) error { return fmt.Errorf("%w: deflate: %s", ErrCorrup
 type inflater struct {
 	// hist is allocated on its own: exactly 32 KiB is the largest small
 	// allocation size, while a struct a few bytes larger would be rounded up
-	// to a 40 KiB span.
+	// to a 40 KiB span. It is nil while the inflater sleeps.
 	hist   *[windowSize]byte // ring of the last output bytes
 	hpos   int               // next write position in hist
 	hlen   int               // valid bytes in hist, at most windowSize
 	carry  uint64            // unread bits of the last input byte
 	ncarry uint              // how many (0-7)
+	packed []byte            // while asleep: the window's hlen bytes, oldest first, S2-encoded; awake: its spare memory
 }
+
+// windowPool holds the windows of sleeping inflaters, and scratch windows.
+var windowPool = sync.Pool{New: func() any { return new([windowSize]byte) }}
+
+// packPool holds buffers large enough for any S2-encoded window. S2 packs
+// gateway JSON about 4.5:1 in 15-20 µs and unpacks it in 5 µs; zstd packs
+// it a third smaller but costs five times as much CPU per quiet spell.
+var packPool = sync.Pool{New: func() any { b := make([]byte, s2.MaxEncodedLen(windowSize)); return &b }}
 
 func (f *inflater) reset() {
 	f.hpos, f.hlen, f.carry, f.ncarry = 0, 0, 0, 0
+	f.packed = nil
+	if f.hist == nil {
+		f.hist = windowPool.Get().(*[windowSize]byte)
+	}
+}
+
+// sleep packs the window and gives it back to windowPool. Between payloads
+// the window and the carried bits are the inflater's whole state, so wake
+// restores it exactly.
+func (f *inflater) sleep() {
+	if f.hist == nil {
+		return
+	}
+	if f.hlen > 0 {
+		src := f.hist[:f.hlen]
+		var lin *[windowSize]byte
+		if f.hlen == windowSize && f.hpos != 0 {
+			lin = windowPool.Get().(*[windowSize]byte)
+			n := copy(lin[:], f.hist[f.hpos:])
+			copy(lin[n:], f.hist[:f.hpos])
+			src = lin[:]
+		}
+		bp := packPool.Get().(*[]byte)
+		enc := s2.Encode(*bp, src)
+		if cap(f.packed) < len(enc) || cap(f.packed) > 2*len(enc) {
+			// Keep a little room: an idle shard packs again after every
+			// heartbeat, each time a few bytes more.
+			f.packed = make([]byte, 0, len(enc)+len(enc)/16)
+		}
+		f.packed = append(f.packed[:0], enc...)
+		packPool.Put(bp)
+		if lin != nil {
+			windowPool.Put(lin)
+		}
+	}
+	windowPool.Put(f.hist)
+	f.hist = nil
+}
+
+// wake takes a window from windowPool and unpacks the packed one into it.
+func (f *inflater) wake() error {
+	h := windowPool.Get().(*[windowSize]byte)
+	if f.hlen > 0 {
+		out, err := s2.Decode(h[:], f.packed)
+		if err != nil || len(out) != f.hlen || &out[0] != &h[0] {
+			windowPool.Put(h)
+			return fmt.Errorf("%w: unpacking the idle window failed", ErrCorrupt)
+		}
+	}
+	// packed keeps its memory for the next sleep; hist is what counts now.
+	f.hist, f.packed = h, f.packed[:0]
+	f.hpos = f.hlen % windowSize
+	return nil
 }
 
 // inflateRun is one call of inflate: a bit reader over in and an output

@@ -44,7 +44,13 @@ type zlibDecoder struct {
 }
 
 func newZlibDecoder(cfg DecoderConfig) *zlibDecoder {
-	return &zlibDecoder{maxPayload: cfg.MaxPayload, inf: inflater{hist: new([windowSize]byte)}}
+	return &zlibDecoder{maxPayload: cfg.MaxPayload}
+}
+
+func (d *zlibDecoder) Idle() {
+	if d.pending == nil && d.err == nil {
+		d.inf.sleep()
+	}
 }
 
 func (d *zlibDecoder) Reset() {
@@ -70,6 +76,11 @@ func (d *zlibDecoder) fail(dst []byte, err error) ([]byte, bool, error) {
 func (d *zlibDecoder) Decode(dst, msg []byte) ([]byte, bool, error) {
 	if d.err != nil {
 		return dst, false, d.err
+	}
+	if d.inf.hist == nil {
+		if err := d.inf.wake(); err != nil {
+			return d.fail(dst, err)
+		}
 	}
 	in := msg
 	if d.pending != nil || !hasSyncFlushMarker(msg) {

@@ -347,6 +347,9 @@ func decodeSplit(t *testing.T, dec Decoder, rng *rand.Rand, msgs, payloads [][]b
 		parts := splitMessage(rng, m)
 		end, done := 0, false
 		for j, part := range parts {
+			if rng.IntN(4) == 0 {
+				dec.Idle()
+			}
 			out, ok, err := dec.Decode(nil, part)
 			if err != nil {
 				t.Fatalf("Decode(message %d part %d of %d) error: %v", i, j, len(parts), err)
@@ -465,5 +468,82 @@ func TestZlibMaxPayloadExact(t *testing.T) {
 	for _, level := range []int{0, 9} {
 		msgs := encodeAll(t, ZlibStream, EncoderConfig{Level: level}, [][]byte{p})
 		decodeAll(t, newZlib(t, DecoderConfig{MaxPayload: 4096}), msgs, [][]byte{p})
+	}
+}
+
+// TestZlibIdle packs the window between payloads and checks that decoding
+// goes on byte for byte: with a window not yet full, one full and wrapped,
+// one ending exactly on the ring's start, and across Reset.
+func TestZlibIdle(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	payloads := gatewayPayloads(5, 300)
+	msgs := encodeAll(t, ZlibStream, EncoderConfig{}, payloads)
+	dec := newZlib(t, DecoderConfig{}).(*zlibDecoder)
+	dec.Idle() // a fresh decoder has nothing to pack
+	if dec.inf.hist != nil || dec.inf.packed != nil {
+		t.Fatalf("fresh decoder after Idle: hist %v packed %d bytes", dec.inf.hist != nil, len(dec.inf.packed))
+	}
+	var packedMax int
+	for i, m := range msgs {
+		out, ok, err := dec.Decode(nil, m)
+		if err != nil || !ok || !bytes.Equal(out, payloads[i]) {
+			t.Fatalf("Decode(message %d) = %s, %v, %v; want %s", i, describe(out), ok, err, describe(payloads[i]))
+		}
+		if rng.IntN(2) == 0 {
+			dec.Idle()
+			if dec.inf.hist != nil {
+				t.Fatalf("after Idle (message %d): window still held", i)
+			}
+			if len(dec.inf.packed) >= windowSize/2 {
+				t.Errorf("after message %d: %d bytes of window packed to %d, want under half", i, dec.inf.hlen, len(dec.inf.packed))
+			}
+			packedMax = max(packedMax, len(dec.inf.packed))
+		}
+	}
+	if dec.inf.hlen != windowSize || dec.inf.hpos == 0 {
+		t.Fatalf("the test wants a full, wrapped window; hlen %d hpos %d", dec.inf.hlen, dec.inf.hpos)
+	}
+	t.Logf("largest packed window: %d bytes", packedMax)
+
+	// A payload in progress keeps the window: Idle does nothing.
+	next := encodeAll(t, ZlibStream, EncoderConfig{}, append(payloads[:len(payloads):len(payloads)], payloads[7]))
+	last := next[len(next)-1]
+	dec2 := newZlib(t, DecoderConfig{}).(*zlibDecoder)
+	decodeAll(t, dec2, next[:len(next)-1], payloads)
+	if _, ok, err := dec2.Decode(nil, last[:len(last)/2]); ok || err != nil {
+		t.Fatalf("first half: ok %v err %v", ok, err)
+	}
+	dec2.Idle()
+	if dec2.inf.hist == nil {
+		t.Fatal("Idle packed the window in the middle of a payload")
+	}
+	if out, ok, err := dec2.Decode(nil, last[len(last)/2:]); !ok || err != nil || !bytes.Equal(out, payloads[7]) {
+		t.Fatalf("second half: %s, %v, %v", describe(out), ok, err)
+	}
+
+	// Sizes that land the ring's write position on 0 with a full window.
+	sizes := []int{windowSize, 100, windowSize - 100, 5}
+	big := payloadsOfSizes(rng, sizes)
+	dec.Reset()
+	for i, m := range encodeAll(t, ZlibStream, EncoderConfig{}, big) {
+		dec.Idle()
+		out, ok, err := dec.Decode(nil, m)
+		if err != nil || !ok || !bytes.Equal(out, big[i]) {
+			t.Fatalf("after Reset, Decode(payload %d of %d bytes) = %s, %v, %v", i, sizes[i], describe(out), ok, err)
+		}
+	}
+}
+
+// TestZlibIdleCorruptPack checks that a damaged packed window is reported
+// as ErrCorrupt, not decoded into wrong bytes.
+func TestZlibIdleCorruptPack(t *testing.T) {
+	payloads := gatewayPayloads(6, 40)
+	msgs := encodeAll(t, ZlibStream, EncoderConfig{}, payloads)
+	dec := newZlib(t, DecoderConfig{}).(*zlibDecoder)
+	decodeAll(t, dec, msgs[:20], payloads[:20])
+	dec.Idle()
+	dec.inf.packed = dec.inf.packed[:len(dec.inf.packed)/2]
+	if _, _, err := dec.Decode(nil, msgs[20]); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Decode after a damaged pack = %v, want ErrCorrupt", err)
 	}
 }

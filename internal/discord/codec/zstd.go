@@ -58,6 +58,10 @@ type zstdDecoder struct {
 	walk       zstdWalk
 }
 
+// Idle does nothing: the zstd decoder's window lives inside
+// klauspost/compress's decoder, which cannot hand it out.
+func (d *zstdDecoder) Idle() {}
+
 func newZstdDecoder(cfg DecoderConfig) (*zstdDecoder, error) {
 	d := &zstdDecoder{maxPayload: cfg.MaxPayload}
 	dec, err := zstd.NewReader(nil,
