@@ -1,6 +1,7 @@
 package discord
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"math/bits"
@@ -64,9 +65,15 @@ func (h Header) TypeIs(name string) bool { return string(h.T) == name }
 //
 // # Early exit
 //
-// When op, s and t all come before d, as in every frame Discord sends, and d
-// is an object, ScanHeader stops right after the guild ID it wants, provided
-// the payload then ends with d's closing brace and the envelope's. D then runs
+// When op, s and t all come before d, as in every frame Discord sends, d is
+// an object, and the payload ends with d's closing brace and the envelope's,
+// ScanHeader first reads d's last members backward from that end, at most
+// maxTailMembers of them and only while they are scalars (numbers, literals,
+// strings without backslashes or control characters) separated by JSON
+// structure. Discord sends guild_id among the last members of d, so for most
+// events that finds the guild key at once and nothing else of d is read. When
+// it does not, ScanHeader reads d forward and stops right after the guild ID
+// it wants, with the same condition on the payload's end. D then runs
 // to d's closing brace, found from the end. Nothing between the point of exit
 // and the last two braces is read: malformed JSON there, a later duplicate of
 // the guild key or of an envelope member, or a member after d ending in "}"
@@ -75,13 +82,15 @@ func (h Header) TypeIs(name string) bool { return string(h.T) == name }
 // checked to be valid JSON, with encoding/json's rules, except that invalid
 // UTF-8 inside strings is accepted as encoding/json accepts it.
 func ScanHeader(p []byte) (Header, error) {
-	h, _, err := scanHeader(p)
+	h, _, _, err := scanHeader(p)
 	return h, err
 }
 
-// scanHeader is ScanHeader that also returns how many bytes it read: len(p)
-// after a full read, less after an early exit.
-func scanHeader(p []byte) (Header, int, error) {
+// scanHeader is ScanHeader that also says what it read: p[:n], n = len(p)
+// after a full read and less after an early exit; and, when tail > 0, also
+// p[tail:], the members of d it read backward from the end (n is then the
+// index of d's opening brace).
+func scanHeader(p []byte) (Header, int, int, error) {
 	var (
 		h Header
 		// A member whose value has the wrong type only fails the payload if
@@ -92,17 +101,17 @@ func scanHeader(p []byte) (Header, int, error) {
 	)
 	i := skipSpace(p, 0)
 	if i >= len(p) || p[i] != '{' {
-		return Header{}, 0, ErrBadPayload
+		return Header{}, 0, 0, ErrBadPayload
 	}
 	i = skipSpace(p, i+1)
 	if i < len(p) && p[i] == '}' {
-		return Header{}, 0, ErrBadPayload // {}: no op
+		return Header{}, 0, 0, ErrBadPayload // {}: no op
 	}
 	for {
 		var k keyKind
 		k, i = readKey(p, i)
 		if i < 0 {
-			return Header{}, 0, ErrBadPayload
+			return Header{}, 0, 0, ErrBadPayload
 		}
 		switch k {
 		case keyOp:
@@ -154,13 +163,25 @@ func scanHeader(p []byte) (Header, int, error) {
 				break
 			}
 			early := haveOp && sSeen && tSeen && !badS && !badT && !tailTried
+			if early {
+				// Discord puts the guild key among d's last members: look
+				// there first, reading backward, before walking all of d.
+				if end := tailOfD(p, i); end > 0 {
+					if g, from, ok := tailGuild(p, i, end, isGuildEvent(h.T)); ok {
+						h.D, h.GuildID = p[start:end:end], g
+						return h, i, from, nil
+					}
+				} else {
+					tailTried = true
+				}
+			}
 			var stop int
 			guildID, id, i, stop = scanD(p, i, early, isGuildEvent(h.T))
 			tailTried = tailTried || stop < 0
 			if stop > 0 {
 				h.D = p[start:stop:stop]
 				h.GuildID = pickGuild(h.T, guildID, id)
-				return h, i, nil
+				return h, i, 0, nil
 			}
 			if i >= 0 {
 				h.D = p[start:i:i]
@@ -169,26 +190,26 @@ func scanHeader(p []byte) (Header, int, error) {
 			i = skipValue(p, i, 1)
 		}
 		if i < 0 {
-			return Header{}, 0, ErrBadPayload
+			return Header{}, 0, 0, ErrBadPayload
 		}
 		i = skipSpace(p, i)
 		if i >= len(p) {
-			return Header{}, 0, ErrBadPayload
+			return Header{}, 0, 0, ErrBadPayload
 		}
 		if p[i] == ',' {
 			i = skipSpace(p, i+1)
 			continue
 		}
 		if p[i] != '}' {
-			return Header{}, 0, ErrBadPayload
+			return Header{}, 0, 0, ErrBadPayload
 		}
 		break
 	}
 	if skipSpace(p, i+1) != len(p) || !haveOp || badS || badT {
-		return Header{}, 0, ErrBadPayload
+		return Header{}, 0, 0, ErrBadPayload
 	}
 	h.GuildID = pickGuild(h.T, guildID, id)
-	return h, len(p), nil
+	return h, len(p), 0, nil
 }
 
 // scanD reads the members of the object d opening at p[i], recording the last
@@ -267,6 +288,129 @@ func tailOfD(p []byte, from int) int {
 		return 0
 	}
 	return j + 1
+}
+
+// maxTailMembers bounds how many of d's last members tailGuild reads.
+const maxTailMembers = 4
+
+// tailGuild reads the members of d backward from d's closing brace at
+// p[end-1], d opening at p[open], looking for the routing key (id if byID,
+// else guild_id). It reads only scalar members and gives up (ok false) at
+// the first container value, string with a backslash or a control
+// character, or token out of place, after maxTailMembers members, or at d's
+// opening brace. When it finds the key it returns its value as guildValue
+// reads it and the index of the first byte of the members it read.
+//
+// Backward reading is sound for these members: a string holding no
+// backslash holds no quote, so the quote before its closing one opens it;
+// and a member reached this way from d's closing brace, with only scalars
+// and separators in between, is a member of d itself.
+func tailGuild(p []byte, open, end int, byID bool) (g Snowflake, from int, ok bool) {
+	key := "guild_id"
+	if byID {
+		key = "id"
+	}
+	j := end - 1 // d's closing brace
+	for range maxTailMembers {
+		j = skipSpaceBack(p, j-1, open)
+		// The value.
+		vEnd := j + 1
+		var vStart int
+		switch c := p[j]; {
+		case c == '"':
+			if vStart = plainStringBack(p, j, open); vStart < 0 {
+				return 0, 0, false
+			}
+		case c-'0' < 10 || c == 'e' || c == 'l':
+			k := j
+			for k > open && isScalarByte(p[k-1]) {
+				k--
+			}
+			var e int
+			switch p[k] {
+			case 't':
+				e = skipLiteral(p, k, "true")
+			case 'f':
+				e = skipLiteral(p, k, "false")
+			case 'n':
+				e = skipLiteral(p, k, "null")
+			default:
+				e = skipNumber(p, k)
+			}
+			if e != vEnd {
+				return 0, 0, false
+			}
+			vStart = k
+		default:
+			return 0, 0, false // a container, or not JSON
+		}
+		// The colon and the key.
+		j = skipSpaceBack(p, vStart-1, open)
+		if j <= open || p[j] != ':' {
+			return 0, 0, false
+		}
+		j = skipSpaceBack(p, j-1, open)
+		if j <= open || p[j] != '"' {
+			return 0, 0, false
+		}
+		kStart := plainStringBack(p, j, open)
+		if kStart < 0 {
+			return 0, 0, false
+		}
+		// What comes before the member: a comma, or d's opening brace.
+		j = skipSpaceBack(p, kStart-1, open)
+		if p[j] != ',' && j != open {
+			return 0, 0, false
+		}
+		if string(p[kStart+1:skipKeyEnd(p, kStart)]) == key {
+			v, e := guildValue(p, vStart)
+			if e != vEnd {
+				return 0, 0, false
+			}
+			return v, kStart, true
+		}
+		if j == open {
+			return 0, 0, false
+		}
+	}
+	return 0, 0, false
+}
+
+// skipKeyEnd returns the index of the closing quote of the plain string
+// opening at p[i].
+func skipKeyEnd(p []byte, i int) int {
+	return i + 1 + bytes.IndexByte(p[i+1:], '"')
+}
+
+// plainStringBack returns the index of the opening quote of the string
+// whose closing quote is p[j], or -1 when it holds a backslash or a control
+// character or starts at or before p[floor].
+func plainStringBack(p []byte, j, floor int) int {
+	k := bytes.LastIndexByte(p[floor+1:j], '"')
+	if k < 0 {
+		return -1
+	}
+	k += floor + 1
+	for _, c := range p[k+1 : j] {
+		if c == '\\' || c < ' ' {
+			return -1
+		}
+	}
+	return k
+}
+
+// skipSpaceBack returns the index of the last non-space byte at or before
+// p[j], and not before p[floor].
+func skipSpaceBack(p []byte, j, floor int) int {
+	for j > floor && isSpace(p[j]) {
+		j--
+	}
+	return j
+}
+
+// isScalarByte reports whether c can be part of a JSON number or literal.
+func isScalarByte(c byte) bool {
+	return c-'0' < 10 || c-'a' < 26 || c == '.' || c == '-' || c == '+' || c == 'E'
 }
 
 // pickGuild returns the guild ID an event routes by.

@@ -119,6 +119,9 @@ func onlyLastD(p []byte) bool {
 //   - When ScanHeader fails, the payload must be invalid for the reference too.
 //   - When it reads the whole payload, it must agree with the reference
 //     exactly: same error or success, same header.
+//   - When it reads d's last members backward, the envelope it read forward
+//     with a d made of just those members must give the same header; if p
+//     is valid and d its only last member, the header must be exact.
 //   - When it stops early after n bytes, what it read must be a valid prefix:
 //     p[:n] closed with "}}" must decode to the same op, s, t and guild ID,
 //     and D must start with that prefix's d. If moreover p is valid and d is
@@ -141,7 +144,7 @@ func FuzzScanHeader(f *testing.F) {
 	}
 	f.Add([]byte(nested(70)))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		h, n, err := scanHeader(p)
+		h, n, tail, err := scanHeader(p)
 		want, wantErr := reference(p)
 		switch {
 		case err != nil:
@@ -150,6 +153,24 @@ func FuzzScanHeader(f *testing.F) {
 			}
 			if wantErr == nil {
 				t.Fatalf("ScanHeader(%q) = %v, want %s", p, err, fmtHeader(want))
+			}
+		case tail > 0:
+			// It read p[:n] forward up to d's opening brace, then d's last
+			// members p[tail:] backward: d made of just those members must
+			// give the same header.
+			q := append(append(p[:n:n], '{'), p[tail:]...)
+			wantQ, err := reference(q)
+			if err != nil {
+				t.Fatalf("ScanHeader(%q) read %q and %q, but together they are invalid: %v", p, p[:n], p[tail:], err)
+			}
+			if fmtHeader(Header{Op: h.Op, S: h.S, T: h.T, GuildID: h.GuildID}) != fmtHeader(Header{Op: wantQ.Op, S: wantQ.S, T: wantQ.T, GuildID: wantQ.GuildID}) {
+				t.Fatalf("ScanHeader(%q) = %s from its tail, want %s", p, fmtHeader(h), fmtHeader(wantQ))
+			}
+			if !bytes.HasPrefix(p[n:], h.D) || h.D[0] != '{' || h.D[len(h.D)-1] != '}' {
+				t.Fatalf("ScanHeader(%q).D = %q, want d from its opening brace", p, h.D)
+			}
+			if wantErr == nil && onlyLastD(p) && fmtHeader(h) != fmtHeader(want) {
+				t.Fatalf("ScanHeader(%q) = %s from its tail, want %s", p, fmtHeader(h), fmtHeader(want))
 			}
 		case n == len(p):
 			if wantErr != nil {

@@ -274,7 +274,17 @@ var semanticsTests = []struct {
 
 	// Early exit: the rest of d is not read once the guild ID is found.
 	{"early exit skips a malformed rest", `{"t":"A","s":1,"op":0,"d":{"guild_id":"5","x":[}}`, hdr(0, 1, "A", 5, `{"guild_id":"5","x":[}`)},
-	{"early exit takes the first guild_id", `{"t":"A","s":1,"op":0,"d":{"guild_id":"5","guild_id":"6"}}`, hdr(0, 1, "A", 5, `{"guild_id":"5","guild_id":"6"}`)},
+	{"early exit takes the first guild_id", `{"t":"A","s":1,"op":0,"d":{"guild_id":"5","guild_id":"6","x":{}}}`, hdr(0, 1, "A", 5, `{"guild_id":"5","guild_id":"6","x":{}}`)},
+	// Reading d's last members backward.
+	{"tail: last member", `{"t":"A","s":1,"op":0,"d":{"x":[}],"guild_id":"5"}}`, hdr(0, 1, "A", 5, `{"x":[}],"guild_id":"5"}`)},
+	{"tail: the last duplicate wins", `{"t":"A","s":1,"op":0,"d":{"guild_id":"5","guild_id":"6"}}`, hdr(0, 1, "A", 6, `{"guild_id":"5","guild_id":"6"}`)},
+	{"tail: behind scalars", `{"t":"A","s":1,"op":0,"d":{"x":{},"guild_id":"5","n":-1.5e3,"b":true,"z":null,"s":"a b"}}`, hdr(0, 1, "A", 5, `{"x":{},"guild_id":"5","n":-1.5e3,"b":true,"z":null,"s":"a b"}`)},
+	{"tail: as a number", `{"t":"A","s":1,"op":0,"d":{"guild_id":7}}`, hdr(0, 1, "A", 7, `{"guild_id":7}`)},
+	{"tail: with spaces", `{"t":"A","s":1,"op":0,"d":{ "guild_id" : "5" , "k" : 1 } } `, hdr(0, 1, "A", 5, `{ "guild_id" : "5" , "k" : 1 }`)},
+	{"tail: id for guild events", `{"t":"GUILD_UPDATE","s":1,"op":0,"d":{"guild_id":"9","id":"5"}}`, hdr(0, 1, "GUILD_UPDATE", 5, `{"guild_id":"9","id":"5"}`)},
+	{"tail: escaped member stops it", `{"t":"A","s":1,"op":0,"d":{"guild_id":"5","s":"a\"b"}}`, hdr(0, 1, "A", 5, `{"guild_id":"5","s":"a\"b"}`)},
+	{"tail: quote in a string", `{"t":"A","s":1,"op":0,"d":{"c":"\",\"guild_id\":\"6","guild_id":"5"}}`, hdr(0, 1, "A", 5, `{"c":"\",\"guild_id\":\"6","guild_id":"5"}`)},
+	{"tail: nested key is not d's", `{"t":"A","s":1,"op":0,"d":{"guild_id":"5","m":{"guild_id":"6"}}}`, hdr(0, 1, "A", 5, `{"guild_id":"5","m":{"guild_id":"6"}}`)},
 	{"member after d read in full", `{"t":"A","s":1,"op":0,"d":{"guild_id":"5"},"x":1}`, hdr(0, 1, "A", 5, `{"guild_id":"5"}`)},
 	{"member after d overrides", `{"t":"A","s":1,"op":0,"d":{"guild_id":"5"},"s":2,"t":"B" }`, hdr(0, 2, "B", 5, `{"guild_id":"5"}`)},
 	{"second d after failed tail", `{"t":"A","s":1,"op":0,"d":{"guild_id":"1"},"d":{"guild_id":"2"},"x":1}`, hdr(0, 1, "A", 2, `{"guild_id":"2"}`)},
@@ -474,7 +484,7 @@ func TestScanHeaderEarlyExit(t *testing.T) {
 		{"id outside guild events", []byte(`{"t":"A","s":1,"op":0,"d":{"id":"1"}}`), false},
 	}
 	for _, tt := range tests {
-		h, n, err := scanHeader(tt.in)
+		h, n, _, err := scanHeader(tt.in)
 		if err != nil {
 			t.Errorf("scanHeader(%s) = %v", tt.name, err)
 			continue
@@ -487,8 +497,14 @@ func TestScanHeaderEarlyExit(t *testing.T) {
 		}
 	}
 	// In a GUILD_CREATE, d.id follows the members and their nested guild_ids.
-	if h, n, _ := scanHeader(guild); n < len(guild)/2 || h.GuildID != 1100000000000000000 {
+	if h, n, _, _ := scanHeader(guild); n < len(guild)/2 || h.GuildID != 1100000000000000000 {
 		t.Errorf("scanHeader(GUILD_CREATE) = guild %d after %d bytes, want guild 1100000000000000000 after more than half", h.GuildID, n)
+	}
+	// Discord's MESSAGE_CREATE ends with guild_id: only the envelope and the
+	// last member are read.
+	msg := messageCreateFrame(1024, false)
+	if h, n, tail, _ := scanHeader(msg); tail == 0 || len(msg)-tail > 40 || n > 60 || h.GuildID == 0 {
+		t.Errorf("scanHeader(MESSAGE_CREATE) = guild %d, read %d bytes forward and from %d of %d backward; want the tail only", h.GuildID, n, tail, len(msg))
 	}
 }
 

@@ -24,6 +24,7 @@ type batcher struct {
 	timer *time.Timer
 	subj  []byte // scratch for the subject of the current event
 	done  func(*broker.Batch, error)
+	last  time.Time // when the previous event was added
 }
 
 func (b *batcher) init(n *Node, shard, numShards int, done func(*broker.Batch, error)) {
@@ -32,10 +33,18 @@ func (b *batcher) init(n *Node, shard, numShards int, done func(*broker.Batch, e
 	b.timer.Stop()
 }
 
-// add appends one dispatch. It blocks while the publisher pushes back.
-func (b *batcher) add(ctx context.Context, session string, h discord.Header, payload []byte) error {
+// add appends one dispatch received at now. drained says that nothing more
+// has arrived on the connection yet. It blocks while the publisher pushes
+// back.
+//
+// A shard that trickles (drained, and its previous event more than
+// BatchLinger ago) publishes at once: waiting would only delay the event,
+// since nothing is likely to join it, and cost a timer wake-up.
+func (b *batcher) add(ctx context.Context, now time.Time, drained bool, session string, h discord.Header, payload []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	trickling := drained && now.Sub(b.last) > b.n.cfg.BatchLinger
+	b.last = now
 	part := broker.Partition(uint64(h.GuildID), b.n.cfg.Partitions)
 	b.subj = b.n.subjects.AppendEvent(b.subj[:0], b.shard, part, h.T)
 	maxBody := b.n.maxBody
@@ -61,7 +70,7 @@ func (b *batcher) add(ctx context.Context, session string, h discord.Header, pay
 		}
 		b.cur = c
 		b.gen++
-		if b.n.cfg.BatchLinger > 0 {
+		if b.n.cfg.BatchLinger > 0 && !trickling {
 			b.timer.Reset(b.n.cfg.BatchLinger)
 		}
 	}
@@ -69,7 +78,7 @@ func (b *batcher) add(ctx context.Context, session string, h discord.Header, pay
 	c.Body = broker.AppendRecord(c.Body, payload)
 	c.LastSeq = h.S
 	c.Count++
-	if b.n.cfg.BatchLinger <= 0 || len(c.Body) >= b.n.cfg.MaxBatchBytes || c.Count >= b.n.cfg.MaxBatchEvents {
+	if trickling || b.n.cfg.BatchLinger <= 0 || len(c.Body) >= b.n.cfg.MaxBatchBytes || c.Count >= b.n.cfg.MaxBatchEvents {
 		return b.flushLocked(ctx)
 	}
 	return nil

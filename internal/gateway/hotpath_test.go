@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
@@ -201,4 +203,71 @@ func TestLargePayloadIsCompressedNotLost(t *testing.T) {
 	if sb.bodies[0][0] != broker.FormatZstd {
 		t.Errorf("the large payload's body has format %d, want zstd", sb.bodies[0][0])
 	}
+}
+
+// TestBatchTrickleAndBurst checks when a batch is published: an event of a
+// trickling shard (nothing more read, the previous event longer than the
+// linger ago) at once; events arriving together, or while more is already
+// read, only when the linger passes.
+func TestBatchTrickleAndBurst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nb := &lockedBroker{}
+		r := benchRunner(t, &nb.nopBroker, codec.None)
+		r.n.pub = nb
+		seq := int64(2)
+		event := func(more bool) {
+			t.Helper()
+			r.more = more
+			if err := r.handle(false, messageCreate(seq)); err != nil {
+				t.Fatal(err)
+			}
+			seq++
+		}
+		linger := r.n.cfg.BatchLinger
+		time.Sleep(time.Second)
+		event(false)
+		if got := nb.count(); got != 1 {
+			t.Fatalf("a trickling event: %d batches published at once, want 1", got)
+		}
+		time.Sleep(linger / 5)
+		event(true)  // more is read: wait
+		event(false) // drained, but the previous event was just now: wait
+		if got := nb.count(); got != 1 {
+			t.Fatalf("a burst: %d batches published before the linger, want still 1", got)
+		}
+		time.Sleep(linger + time.Millisecond)
+		synctest.Wait()
+		if got, ev := nb.count(), nb.eventCount(); got != 2 || ev != 3 {
+			t.Fatalf("after the linger: %d batches, %d events; want 2 and 3", got, ev)
+		}
+		time.Sleep(time.Second)
+		event(false)
+		if got := nb.count(); got != 3 {
+			t.Fatalf("trickling again: %d batches, want 3", got)
+		}
+	})
+}
+
+// lockedBroker is a nopBroker safe to publish into from the linger timer.
+type lockedBroker struct {
+	mu sync.Mutex
+	nopBroker
+}
+
+func (b *lockedBroker) Publish(ctx context.Context, c *broker.Batch, done func(*broker.Batch, error)) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.nopBroker.Publish(ctx, c, done)
+}
+
+func (b *lockedBroker) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.batches
+}
+
+func (b *lockedBroker) eventCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.events
 }

@@ -391,7 +391,17 @@ func (n *Node) Run(ctx context.Context) error {
 	stops.Wait()
 	cancelRun() // dials and identify waits still pending
 	wg.Wait()
-	n.inflight.Wait()
+	// Wait for the broker to acknowledge what was handed to it, but not
+	// past the shutdown timeout: a broker that is gone never answers. What
+	// is not acknowledged is not in the saved sequence, so the next run's
+	// RESUME has Discord replay it.
+	acked := make(chan struct{})
+	go func() { n.inflight.Wait(); close(acked) }() // ends when the broker is closed, at the latest
+	select {
+	case <-acked:
+	case <-pubCtx.Done():
+		n.log.Warn("shutdown: batches not acknowledged by the broker are left to replay on resume")
+	}
 	persistCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	n.persist(persistCtx, true)

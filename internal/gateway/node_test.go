@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
 )
@@ -310,5 +312,71 @@ func TestNodeQuietShards(t *testing.T) {
 	}
 	if st := s.Stats(); st.Identifies != int64(simCfg.Shards) {
 		t.Errorf("%d identifies, want %d", st.Identifies, simCfg.Shards)
+	}
+}
+
+// silentBroker stores sessions but never acknowledges a batch until
+// closed, like a broker that went away.
+type silentBroker struct {
+	*memBroker
+	mu      sync.Mutex
+	pending []func()
+}
+
+func (s *silentBroker) Publish(ctx context.Context, c *broker.Batch, done func(*broker.Batch, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending = append(s.pending, func() { done(c, broker.ErrClosed) })
+	return nil
+}
+
+func (s *silentBroker) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.pending {
+		f()
+	}
+	s.pending = nil
+}
+
+// TestNodeShutdownBrokerGone checks that a node whose broker stopped
+// answering still stops within its shutdown timeout, saving no sequence
+// beyond what was acknowledged.
+func TestNodeShutdownBrokerGone(t *testing.T) {
+	_, api := startSim(t, testSimConfig())
+	sb := &silentBroker{memBroker: newMemBroker(t)}
+	cfg := testNodeConfig(t, api, sb.memBroker)
+	cfg.Publisher = sb
+	cfg.ShutdownTimeout = 500 * time.Millisecond
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer sb.close() // after Run: what a broker's Close does to batches in flight
+	<-n.Started()
+	waitFor(t, 10*time.Second, "all shards READY and events read", func() bool { return allReady(n) && n.Stats().Events > 50 })
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return with the broker silent")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %v with a 500ms shutdown timeout", took)
+	}
+	if p := n.Stats().Published; p != 0 {
+		t.Errorf("%d events counted published by a broker that acknowledged nothing", p)
+	}
+	for _, st := range sb.memBroker.sessions {
+		if st.Seq > 0 {
+			t.Errorf("shard %d saved seq %d, beyond anything acknowledged", st.Shard, st.Seq)
+		}
 	}
 }

@@ -34,6 +34,7 @@ type shardRunner struct {
 
 	dialCh chan string // ActDial → the run goroutine
 	batch  batcher
+	more   bool // the run goroutine: bytes of the next message are already read
 	gateWG sync.WaitGroup
 
 	// Published state: the newest acknowledged batch. Guarded by pubMu.
@@ -277,6 +278,7 @@ func (r *shardRunner) read(conn *wsConn) error {
 		isBinary, msg, err := conn.readMessage((*mp)[:0])
 		*mp = msg[:0]
 		if err == nil {
+			r.more = len(conn.unread) > 0
 			err = r.handle(isBinary, msg)
 		}
 		r.n.putBuf(mp)
@@ -326,7 +328,8 @@ func (r *shardRunner) handle(isBinary bool, msg []byte) error {
 	}
 	r.mu.Lock()
 	before := r.m.Session()
-	acts := r.m.Receive(time.Now(), h, payload, r.acts[:0])
+	now := time.Now()
+	acts := r.m.Receive(now, h, payload, r.acts[:0])
 	if h.Op == discord.OpDispatch {
 		// Publish exactly the dispatches that advanced the session's seq:
 		// what a RESUME would ask for again is never published twice.
@@ -340,7 +343,7 @@ func (r *shardRunner) handle(isBinary bool, msg []byte) error {
 	conn := r.conn
 	r.mu.Unlock()
 	if h.Op == discord.OpDispatch && session != "" {
-		if err := r.batch.add(r.n.pubCtx, session, h, payload); err != nil {
+		if err := r.batch.add(r.n.pubCtx, now, !r.more, session, h, payload); err != nil {
 			return err
 		}
 	}
