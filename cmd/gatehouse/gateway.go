@@ -45,7 +45,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		intents    = fs.String("intents", "", "intents, comma-separated names (GUILDS,GUILD_MESSAGES,…) or a number (default: every non-privileged intent)")
 		prefix     = fs.String("prefix", broker.DefaultPrefix, "subject prefix: events on PREFIX.ev.<shard>.<partition>.<type>, commands on PREFIX.cmd.<shard>")
 		partitions = fs.Int("partitions", 1, "guild partitions in event subjects, so several workers can split a shard's guilds with per-guild order kept")
-		linger     = fs.Duration("batch-linger", 5*time.Millisecond, "longest a batch waits for more events of its shard and type before it is published (negative: publish every event at once)")
+		linger     = fs.Duration("batch-linger", 5*time.Millisecond, "longest a batch waits for more events of its shard and type before it is published; an event of a trickling shard does not wait (negative: publish every event at once)")
 		batchComp  = fs.String("batch-compress", "s2", "compress batch bodies before publishing: s2 or none (consumers using the client package read both)")
 		batchBytes = fs.Int("batch-bytes", 64<<10, "publish a batch when it reaches this many bytes")
 		idleAfter  = fs.Duration("idle-after", 2*time.Second, "a shard quiet this long packs its zlib-stream window (32 KiB to about 8) and returns its read buffers (negative: never)")

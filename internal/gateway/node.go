@@ -73,7 +73,9 @@ type Config struct {
 	IdentifyMargin time.Duration
 
 	// BatchLinger is how long a batch may wait for more events before it is
-	// published. Default 5ms; negative publishes every event at once.
+	// published. An event of a trickling shard (nothing more read from the
+	// connection, the previous event longer than BatchLinger ago) does not
+	// wait. Default 5ms; negative publishes every event at once.
 	BatchLinger time.Duration
 	// MaxBatchBytes flushes a batch at this size. Default 64 KiB.
 	MaxBatchBytes int
