@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -240,4 +242,71 @@ func TestWSIdle(t *testing.T) {
 			t.Fatalf("the closing handshake ended after %v, want 5s", waited)
 		}
 	})
+}
+
+// TestWSIdleTLS checks that an idle read deadline leaves a TLS connection
+// usable: crypto/tls keeps what it read of a record and reads on after a
+// timeout. Real loopback TCP, so the timing is loose.
+func TestWSIdleTLS(t *testing.T) {
+	hs := httptest.NewUnstartedServer(nil)
+	hs.StartTLS()
+	certs := hs.TLS.Certificates
+	hs.Close()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: certs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srvDone := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			srvDone <- err
+			return
+		}
+		defer c.Close()
+		for _, p := range []string{"one", "two", "three"} {
+			if _, err := c.Write(frame(true, wsText, []byte(p))); err != nil {
+				srvDone <- err
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		_, err = c.Write(frame(true, wsClose, []byte{0x03, 0xe8}))
+		srvDone <- err
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	nc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testWS(nc)
+	defer c.closeNow()
+	var idles atomic.Int32
+	c.watchIdle(30*time.Millisecond, func(asleep bool) {
+		if asleep {
+			idles.Add(1)
+		}
+	})
+	var got []string
+	for {
+		_, p, err := c.readMessage(nil)
+		if err != nil {
+			var ce *discord.CloseError
+			if !errors.As(err, &ce) || ce.Code != 1000 {
+				t.Fatalf("after %q: %v, want the server's close 1000", got, err)
+			}
+			break
+		}
+		got = append(got, string(p))
+	}
+	if fmt.Sprint(got) != "[one two three]" {
+		t.Errorf("read %q, want one, two, three", got)
+	}
+	if n := idles.Load(); n < 2 {
+		t.Errorf("onIdle ran %d times across two 200ms pauses, want 2 or more", n)
+	}
+	if err := <-srvDone; err != nil {
+		t.Fatal(err)
+	}
 }
