@@ -59,10 +59,11 @@ var layers = map[string]layer{
 	"cmd/gatehouse": {anything: true},
 
 	// Discord protocol, compression and the simulator.
-	"internal/discord":       {stdlibOnly: true},
-	"internal/discord/codec": {imports: []string{"internal/discord"}, modules: []string{modCompress}},
-	"internal/discord/sim":   {imports: []string{"internal/discord", "internal/discord/codec"}, modules: []string{modWebsocket}},
-	"internal/loadtest":      {imports: []string{"internal/discord", "internal/discord/codec", "internal/discord/sim", "internal/broker", "internal/broker/natsbroker", "internal/gateway"}, modules: []string{modWebsocket, modNATSServer, modNATSClient}},
+	"internal/discord":             {stdlibOnly: true},
+	"internal/discord/codec":       {imports: []string{"internal/discord"}, modules: []string{modCompress}},
+	"internal/discord/sim":         {imports: []string{"internal/discord", "internal/discord/codec"}, modules: []string{modWebsocket}},
+	"internal/discord/sim/simtest": {imports: []string{"internal/discord/sim"}},
+	"internal/loadtest":            {imports: []string{"internal/discord", "internal/discord/codec", "internal/discord/sim", "internal/broker", "internal/broker/natsbroker", "internal/gateway"}, modules: []string{modWebsocket, modNATSServer, modNATSClient}},
 
 	// Planned.
 	"internal/shard":             {stdlibOnly: true},

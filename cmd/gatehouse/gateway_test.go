@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/client"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/sim/simtest"
 )
 
 // gatewayProc is `gatehouse gateway` run in-process by run().
@@ -73,27 +73,12 @@ func (g *gatewayProc) stop(t *testing.T) {
 // consuming with the client package. Every shard session's events arrive in
 // order with no gap and no duplicate, and the restart costs no IDENTIFY.
 func TestGatewayEndToEnd(t *testing.T) {
-	srv, err := sim.New(sim.Config{
+	srv, base := simtest.Start(t, sim.Config{
 		Guilds: 40, Shards: 4, MaxConcurrency: 4, IdentifyInterval: 100 * time.Millisecond,
 		HeartbeatInterval: time.Second, EventRate: 100, EventTick: 5 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serve sync.WaitGroup
-	serve.Go(func() { _ = srv.Serve(ln) })
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		serve.Wait()
-	})
 	dataDir := t.TempDir()
-	args := []string{"-api", "http://" + ln.Addr().String() + "/api/v10", "-token", "sim-token",
+	args := []string{"-api", base + "/api/v10", "-token", "sim-token",
 		"-nats-listen", "127.0.0.1:0", "-data-dir", dataDir, "-identify-interval", "100ms", "-log-level", "warn"}
 
 	g := startGateway(t, args...)
@@ -210,27 +195,12 @@ func waitStats(t *testing.T, srv *sim.Server, what string, cond func(sim.Stats) 
 // TestGatewayStartErrors: a node that cannot start says why and returns; it
 // never hangs.
 func TestGatewayStartErrors(t *testing.T) {
-	srv, err := sim.New(sim.Config{Guilds: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serve sync.WaitGroup
-	serve.Go(func() { _ = srv.Serve(ln) })
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		serve.Wait()
-	}()
+	_, base := simtest.Start(t, sim.Config{Guilds: 10})
 	for _, tc := range []struct {
 		name, api, token, want string
 	}{
 		{"unreachable API", "http://127.0.0.1:1/api/v10", "sim-token", "connection refused"},
-		{"bad token", "http://" + ln.Addr().String() + "/api/v10", "wrong", "401"},
+		{"bad token", base + "/api/v10", "wrong", "401"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			done := make(chan error, 1)

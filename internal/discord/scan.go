@@ -326,18 +326,7 @@ func tailGuild(p []byte, open, end int, byID bool) (g Snowflake, from int, ok bo
 			for k > open && isScalarByte(p[k-1]) {
 				k--
 			}
-			var e int
-			switch p[k] {
-			case 't':
-				e = skipLiteral(p, k, "true")
-			case 'f':
-				e = skipLiteral(p, k, "false")
-			case 'n':
-				e = skipLiteral(p, k, "null")
-			default:
-				e = skipNumber(p, k)
-			}
-			if e != vEnd {
+			if skipValue(p, k, 2) != vEnd {
 				return 0, 0, false
 			}
 			vStart = k
@@ -353,7 +342,8 @@ func tailGuild(p []byte, open, end int, byID bool) (g Snowflake, from int, ok bo
 		if j <= open || p[j] != '"' {
 			return 0, 0, false
 		}
-		kStart := plainStringBack(p, j, open)
+		kEnd := j
+		kStart := plainStringBack(p, kEnd, open)
 		if kStart < 0 {
 			return 0, 0, false
 		}
@@ -362,7 +352,7 @@ func tailGuild(p []byte, open, end int, byID bool) (g Snowflake, from int, ok bo
 		if p[j] != ',' && j != open {
 			return 0, 0, false
 		}
-		if string(p[kStart+1:skipKeyEnd(p, kStart)]) == key {
+		if string(p[kStart+1:kEnd]) == key {
 			v, e := guildValue(p, vStart)
 			if e != vEnd {
 				return 0, 0, false
@@ -374,12 +364,6 @@ func tailGuild(p []byte, open, end int, byID bool) (g Snowflake, from int, ok bo
 		}
 	}
 	return 0, 0, false
-}
-
-// skipKeyEnd returns the index of the closing quote of the plain string
-// opening at p[i].
-func skipKeyEnd(p []byte, i int) int {
-	return i + 1 + bytes.IndexByte(p[i+1:], '"')
 }
 
 // plainStringBack returns the index of the opening quote of the string

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,30 +14,14 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/sim/simtest"
 )
 
 // startSim serves a simulator on 127.0.0.1:0 and returns its REST base.
 func startSim(t testing.TB, cfg sim.Config) (*sim.Server, string) {
 	t.Helper()
-	s, err := sim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("sim shutdown: %v", err)
-		}
-		<-done
-	})
-	return s, "http://" + ln.Addr().String() + "/api/v10"
+	s, base := simtest.Start(t, cfg)
+	return s, base + "/api/v10"
 }
 
 func testSimConfig() sim.Config {

@@ -2,7 +2,6 @@ package loadtest
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -10,36 +9,22 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/sim/simtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// startSim runs an in-process simulator on 127.0.0.1:0.
+// startSim runs an in-process simulator on 127.0.0.1:0 and, once the test
+// is over, checks that the fleet made no identify violation.
 func startSim(t *testing.T, cfg sim.Config) string {
 	t.Helper()
-	srv, err := sim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		<-done
-		st := srv.Stats()
-		if st.IdentifyViolations != 0 {
+	srv, base := simtest.Start(t, cfg)
+	t.Cleanup(func() { // runs before the simulator's shutdown
+		if st := srv.Stats(); st.IdentifyViolations != 0 {
 			t.Errorf("fleet made %d identify violations: %v", st.IdentifyViolations, st.Violations)
 		}
 	})
-	return "http://" + ln.Addr().String()
+	return base
 }
 
 // TestFleetStartsWithinIdentifyLimit checks that a fleet comes up at the

@@ -292,7 +292,8 @@ func corrupt(what string) error { return fmt.Errorf("%w: deflate: %s", ErrCorrup
 type inflater struct {
 	// hist is allocated on its own: exactly 32 KiB is the largest small
 	// allocation size, while a struct a few bytes larger would be rounded up
-	// to a 40 KiB span. It is nil while the inflater sleeps.
+	// to a 40 KiB span. It is nil before the first Decode and while the
+	// inflater sleeps.
 	hist   *[windowSize]byte // ring of the last output bytes
 	hpos   int               // next write position in hist
 	hlen   int               // valid bytes in hist, at most windowSize
@@ -311,10 +312,7 @@ var packPool = sync.Pool{New: func() any { b := make([]byte, s2.MaxEncodedLen(wi
 
 func (f *inflater) reset() {
 	f.hpos, f.hlen, f.carry, f.ncarry = 0, 0, 0, 0
-	f.packed = nil
-	if f.hist == nil {
-		f.hist = windowPool.Get().(*[windowSize]byte)
-	}
+	f.packed = nil // a sleeping inflater gets its window at the next Decode
 }
 
 // sleep packs the window and gives it back to windowPool. Between payloads
