@@ -185,3 +185,55 @@ func TestReplayRing(t *testing.T) {
 		t.Errorf("empty ring: holdsAfter(0), holdsAfter(1) = %v, %v; want true, false", empty.holdsAfter(0), empty.holdsAfter(1))
 	}
 }
+
+// TestStreamStepUnderSteadyEvents: the READY stream goes on while events
+// keep arriving faster than the writer empties the backlog. It used to wait
+// for an empty backlog, and starved for good whenever each writer round
+// took longer than an event tick.
+func TestStreamStepUnderSteadyEvents(t *testing.T) {
+	s, err := newServer(Config{Guilds: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.cancel()
+	ss := &session{ring: newReplayRing(100), unavail: map[int32]uint8{}}
+	for gi := range int32(40) {
+		ss.stream = append(ss.stream, gi)
+		ss.unavail[gi] = unavailStream
+	}
+	ss.cursor = ss.ring.next
+	guildCreates := func(from, to int64) (n int) {
+		for s := from; s < to; s++ {
+			if e, _ := ss.ring.get(s); e.kind() == kindGuildCreate {
+				n++
+			}
+		}
+		return n
+	}
+	const perRound = 3 // events sequenced while the writer sends a round
+	for round := 0; ss.pendingStream(); round++ {
+		if round > 100 {
+			t.Fatalf("stream stuck at %d of %d after %d rounds", ss.streamPos, len(ss.stream), round)
+		}
+		before := ss.ring.next
+		ss.streamStep(s, t0, streamBurst)
+		if n := guildCreates(before, ss.ring.next); n == 0 || n > streamBurst {
+			t.Fatalf("round %d sequenced %d GUILD_CREATEs, want 1..%d", round, n, streamBurst)
+		}
+		// Before the writer took this round, the stream does not step
+		// again.
+		before = ss.ring.next
+		if ss.streamStep(s, t0, streamBurst); ss.ring.next != before {
+			t.Fatalf("round %d: stepped again before the last GUILD_CREATE was handed out", round)
+		}
+		// The writer hands out everything sequenced so far; meanwhile the
+		// generator sequences more events.
+		ss.cursor = ss.ring.next
+		for range perRound {
+			ss.push(makeEntry(kindEvent, 0, 0, 1, 0, 0), nil)
+		}
+	}
+	if len(ss.unavail) != 0 {
+		t.Errorf("%d guilds still unavailable after the stream", len(ss.unavail))
+	}
+}

@@ -42,6 +42,7 @@ type session struct {
 	unavail        map[int32]uint8 // guild → unavail* bits
 	stream         []int32         // guilds whose GUILD_CREATE follows READY
 	streamPos      int
+	streamMark     int64 // ring.next after the last GUILD_CREATE sequenced
 	nextStreamAt   time.Time
 	chunks         map[uint32]*chunkReq // member requests whose chunks are in the ring
 	chunkSeq       uint32
@@ -96,12 +97,14 @@ func (ss *session) wakeLocked() {
 func (ss *session) pendingStream() bool { return ss.streamPos < len(ss.stream) }
 
 // streamStep sequences the next GUILD_CREATEs of the READY stream, at most
-// burst of them, when the connection has been handed everything before
-// (so the stream goes at the client's reading pace) and the pacing allows.
-// It returns when the next one is due, or the zero time. The caller holds
-// mu.
+// burst of them, when the connection has been handed the ones sequenced
+// before (so the stream goes at the client's reading pace) and the pacing
+// allows. Events sequenced meanwhile do not hold it back: waiting for an
+// empty backlog starved the stream whenever events arrived faster than one
+// writer round. It returns when the next one is due, or the zero time. The
+// caller holds mu.
 func (ss *session) streamStep(s *Server, now time.Time, burst int) (next time.Time) {
-	if !ss.pendingStream() || ss.cursor != ss.ring.next {
+	if !ss.pendingStream() || ss.cursor < ss.streamMark {
 		return time.Time{}
 	}
 	interval := s.cfg.GuildCreateInterval
@@ -109,7 +112,10 @@ func (ss *session) streamStep(s *Server, now time.Time, burst int) (next time.Ti
 		return ss.nextStreamAt
 	}
 	sent := 0
-	burst = min(burst, backlogRoom) // never push out what was not sent
+	// Never push out what was not sent.
+	if burst = min(burst, backlogRoom-int(ss.ring.next-ss.cursor)); burst <= 0 {
+		return time.Time{}
+	}
 	for ss.streamPos < len(ss.stream) && sent < burst {
 		gi := ss.stream[ss.streamPos]
 		ss.streamPos++
@@ -133,6 +139,7 @@ func (ss *session) streamStep(s *Server, now time.Time, burst int) (next time.Ti
 			break
 		}
 	}
+	ss.streamMark = ss.ring.next
 	if !ss.pendingStream() {
 		ss.stream = nil
 		return time.Time{}
