@@ -37,6 +37,7 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 		skipJS   = fs.Bool("skip-js", false, "measure only the gateway node")
 		separate = fs.Bool("separate-broker", true, "also measure the gateway node with NATS in its own process")
 		linger   = fs.Duration("batch-linger", 0, "the node's -batch-linger (0 = its default)")
+		batchC   = fs.String("batch-compress", "", "the node's -batch-compress values to compare, comma-separated, e.g. s2,none (empty = its default, s2)")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -59,6 +60,18 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if *runs < 1 {
 		return usageError{"bench ingest: -runs must be at least 1"}
+	}
+	batchComps := []string{""}
+	if *batchC != "" {
+		batchComps = nil
+		for f := range strings.SplitSeq(*batchC, ",") {
+			switch f = strings.TrimSpace(f); f {
+			case "s2", "none":
+				batchComps = append(batchComps, f)
+			default:
+				return usageError{fmt.Sprintf("bench ingest: -batch-compress: %q is not s2 or none", f)}
+			}
+		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -97,17 +110,20 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 					add(r)
 					printIngestRow(stdout, run, r)
 				}
-				for _, sep := range []bool{false, true} {
-					if sep && !*separate {
-						continue
+				for _, bc := range batchComps {
+					for _, sep := range []bool{false, true} {
+						if sep && !*separate {
+							continue
+						}
+						r, err := loadtest.RunGatewayIngest(ctx, loadtest.GatewayIngestConfig{Exe: exe, Shards: shards, Rate: *rate,
+							Compression: comp, SeparateBroker: sep, BatchLinger: *linger, BatchCompress: bc,
+							Warmup: *warmup, Measure: *measure, Logs: stderr})
+						if err != nil {
+							return fmt.Errorf("bench ingest: gateway, %d shards, %s: %w", shards, compressionName(comp), err)
+						}
+						add(r)
+						printIngestRow(stdout, run, r)
 					}
-					r, err := loadtest.RunGatewayIngest(ctx, loadtest.GatewayIngestConfig{Exe: exe, Shards: shards, Rate: *rate,
-						Compression: comp, SeparateBroker: sep, BatchLinger: *linger, Warmup: *warmup, Measure: *measure, Logs: stderr})
-					if err != nil {
-						return fmt.Errorf("bench ingest: gateway, %d shards, %s: %w", shards, compressionName(comp), err)
-					}
-					add(r)
-					printIngestRow(stdout, run, r)
 				}
 			}
 			for _, name := range order {

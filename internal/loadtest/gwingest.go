@@ -38,11 +38,14 @@ type GatewayIngestConfig struct {
 	// CPU is measured apart from the gateway's.
 	SeparateBroker bool
 	// BatchLinger is passed to the node's -batch-linger; 0 keeps its default.
-	BatchLinger  time.Duration
-	Warmup       time.Duration // after every shard is READY; default 3s
-	Measure      time.Duration // default 10s
-	StartTimeout time.Duration // default 60s
-	Logs         io.Writer     // the children's stderr; nil discards
+	BatchLinger time.Duration
+	// BatchCompress is passed to the node's -batch-compress ("s2" or
+	// "none"); empty keeps its default.
+	BatchCompress string
+	Warmup        time.Duration // after every shard is READY; default 3s
+	Measure       time.Duration // default 10s
+	StartTimeout  time.Duration // default 60s
+	Logs          io.Writer     // the children's stderr; nil discards
 }
 
 // RunGatewayIngest runs the simulator, a gateway node (with embedded NATS,
@@ -96,6 +99,9 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 		"-status-addr", "127.0.0.1:0", "-log-level", "warn", "-identify-margin", "0s"}
 	if cfg.BatchLinger != 0 {
 		args = append(args, "-batch-linger", cfg.BatchLinger.String())
+	}
+	if cfg.BatchCompress != "" {
+		args = append(args, "-batch-compress", cfg.BatchCompress)
 	}
 	var brk *child
 	if cfg.SeparateBroker {
@@ -207,6 +213,9 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 		name += " + separate broker"
 	} else {
 		name += " (embedded broker)"
+	}
+	if cfg.BatchCompress != "" {
+		name += ", batches " + cfg.BatchCompress
 	}
 	r := IngestResult{
 		Name: name, Shards: cfg.Shards, Compression: cfg.Compression, Rate: cfg.Rate, Window: t1.Sub(t0),
