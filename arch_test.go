@@ -68,10 +68,11 @@ var layers = map[string]layer{
 	// Planned.
 	"internal/shard":             {stdlibOnly: true},
 	"internal/lease":             {imports: []string{"internal/shard"}},
-	"internal/coord":             {imports: []string{"internal/shard", "internal/lease"}, modules: []string{modWebsocket}},
+	"internal/identify":          {imports: []string{"internal/discord"}},
+	"internal/coord":             {imports: []string{"internal/discord", "internal/shard", "internal/lease", "internal/identify"}, modules: []string{modWebsocket}},
 	"internal/broker":            {modules: []string{modCompress}},
 	"internal/broker/natsbroker": {imports: []string{"internal/broker"}, modules: []string{modNATSServer, modNATSClient}},
-	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/shard", "internal/broker"}},
+	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/shard", "internal/identify", "internal/broker"}},
 	"internal/dashboard":         {imports: []string{"internal/coord"}},
 	"client":                     {imports: []string{"internal/broker", "internal/discord"}, modules: []string{modNATSClient}},
 	"examples/bot":               {imports: []string{"client"}},

@@ -257,66 +257,6 @@ func TestMachineTranscripts(t *testing.T) {
 	}
 }
 
-func TestSchedulerBuckets(t *testing.T) {
-	t0 := time.Unix(0, 0)
-	s := NewScheduler(2, 5*time.Second, 10*time.Millisecond, 3, t0.Add(time.Hour))
-	t0a, t1, t2, t3 := s.Ticket(0), s.Ticket(1), s.Ticket(2), s.Ticket(3)
-	step := func(at time.Duration, shard int, tk uint64) string {
-		ok, retry, err := s.Grant(t0.Add(at), shard, tk)
-		switch {
-		case err != nil:
-			return fmt.Sprintf("shard %d: budget exhausted %v", shard, errors.Is(err, ErrBudgetExhausted))
-		case ok:
-			return fmt.Sprintf("shard %d: granted", shard)
-		case retry.IsZero():
-			return fmt.Sprintf("shard %d: queued", shard)
-		}
-		return fmt.Sprintf("shard %d: retry at +%s", shard, retry.Sub(t0))
-	}
-	got := []string{
-		step(0, 0, t0a), step(0, 1, t1), step(0, 2, t2),
-		// READY for shard 0 came 300ms after its grant: the bucket's
-		// next slot moves to 5.01s after the READY.
-		func() string { s.Identified(0, t0.Add(300*time.Millisecond)); return "ready 0 at +300ms" }(),
-		step(5010*time.Millisecond, 2, t2), step(5310*time.Millisecond, 2, t2),
-		step(6*time.Second, 3, t3),
-	}
-	want := []string{
-		"shard 0: granted", "shard 1: granted", "shard 2: retry at +5.01s",
-		"ready 0 at +300ms",
-		"shard 2: retry at +5.31s", "shard 2: granted",
-		"shard 3: budget exhausted true",
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
-}
-
-func TestSchedulerFIFOAndCancel(t *testing.T) {
-	t0 := time.Unix(0, 0)
-	s := NewScheduler(1, time.Second, 0, -1, time.Time{})
-	a, b, c := s.Ticket(0), s.Ticket(1), s.Ticket(2)
-	if ok, _, _ := s.Grant(t0, 2, c); ok {
-		t.Fatal("the third ticket went first")
-	}
-	if ok, _, _ := s.Grant(t0, 0, a); !ok {
-		t.Fatal("the first ticket was refused")
-	}
-	s.Cancel(1, b)
-	if ok, retry, _ := s.Grant(t0.Add(time.Second), 2, c); !ok {
-		t.Fatalf("after a cancel the third ticket should go at +1s, got retry %v", retry)
-	}
-	// A ticket given up while others are ahead of it is skipped later.
-	d, e, f := s.Ticket(0), s.Ticket(1), s.Ticket(2)
-	s.Cancel(1, e)
-	if ok, _, _ := s.Grant(t0.Add(2*time.Second), 0, d); !ok {
-		t.Fatal("ticket d refused")
-	}
-	if ok, retry, _ := s.Grant(t0.Add(3*time.Second), 2, f); !ok {
-		t.Fatalf("ticket f should go after the cancelled e, got retry %v", retry)
-	}
-}
-
 func TestSendLimiterReserve(t *testing.T) {
 	l := &SendLimiter{Limit: 5, Reserve: 2, Window: time.Minute}
 	t0 := time.Unix(0, 0)

@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
+	"github.com/gatehouse-dev/gatehouse/internal/identify"
 )
 
 // DefaultAPI is Discord's REST base.
@@ -332,7 +333,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.gate = n.cfg.Gate
 	if n.gate == nil {
 		reset := time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond)
-		n.gate = NewLocalGate(NewScheduler(mc, n.cfg.IdentifyInterval, n.cfg.IdentifyMargin, gb.SessionStartLimit.Remaining, reset))
+		n.gate = identify.NewLocalGate(identify.NewScheduler(mc, n.cfg.IdentifyInterval, n.cfg.IdentifyMargin, gb.SessionStartLimit.Remaining, reset))
 	}
 	n.log.Info("starting shards", "shards", len(ids), "shard_count", count, "max_concurrency", mc,
 		"session_starts_remaining", gb.SessionStartLimit.Remaining, "compression", string(n.cfg.Compression))
