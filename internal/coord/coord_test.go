@@ -1,0 +1,359 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var testTokens = Tokens{Admin: "admin-secret", Node: "node-secret", Worker: "worker-secret", Status: "status-secret"}
+
+func newTest(t *testing.T, mod func(*Config)) *Coordinator {
+	t.Helper()
+	cfg := Config{Tokens: testTokens, ShardCount: 8, MaxConcurrency: 2, IdentifyMargin: -1, SessionStarts: -1,
+		Logger: slog.New(slog.DiscardHandler)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// do runs one request through the handler and returns the status and body.
+func do(c *Coordinator, method, target, token, contentType, body string) (int, http.Header, string) {
+	r := httptest.NewRequest(method, target, strings.NewReader(body))
+	r.RemoteAddr = "192.0.2.1:5555"
+	if token != "" {
+		r.Header.Set("Authorization", token)
+	}
+	if contentType != "" {
+		r.Header.Set("Content-Type", contentType)
+	}
+	w := httptest.NewRecorder()
+	c.Handler().ServeHTTP(w, r)
+	return w.Code, w.Header(), w.Body.String()
+}
+
+func bearer(tok string) string { return "Bearer " + tok }
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no shards", Config{Tokens: testTokens}, "ShardCount must be at least 1"},
+		{"too many shards", Config{Tokens: testTokens, ShardCount: maxShards + 1}, "is over"},
+		{"no admin token", Config{ShardCount: 1}, "an admin token is required"},
+		{"shared token", Config{ShardCount: 1, Tokens: Tokens{Admin: "a", Worker: "a"}}, "the admin and worker tokens are the same"},
+	} {
+		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestAuthRoles(t *testing.T) {
+	c := newTest(t, nil)
+	for _, tc := range []struct {
+		method, path, token string
+		want                int
+	}{
+		{"GET", "/v1/status", "", 401},
+		{"GET", "/v1/status", bearer("nope"), 401},
+		{"GET", "/v1/status", bearer(testTokens.Status), 200},
+		{"GET", "/v1/status", bearer(testTokens.Worker), 200},
+		{"GET", "/v1/status", bearer(testTokens.Node), 200},
+		{"GET", "/v1/status", testTokens.Admin, 200}, // a bare token works too
+		{"POST", "/api/health/main/0", bearer(testTokens.Status), 403},
+		{"POST", "/api/health/main/0", bearer(testTokens.Node), 204},
+		{"POST", "/api/health/main/0", bearer(testTokens.Worker), 204},
+		{"POST", "/v1/identify/0/ready", bearer(testTokens.Worker), 204},
+		{"GET", "/openapi.json", "", 200},
+		{"GET", "/healthz", "", 200},
+		{"GET", "/no/such/route", bearer(testTokens.Admin), 404},
+	} {
+		if got, _, body := do(c, tc.method, tc.path, tc.token, "", ""); got != tc.want {
+			t.Errorf("%s %s with %q: %d %s, want %d", tc.method, tc.path, tc.token, got, body, tc.want)
+		}
+	}
+}
+
+func TestAuthFailureLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTest(t, func(c *Config) { c.AuthFailures = 3 })
+		for i := range 3 {
+			if got, _, _ := do(c, "GET", "/v1/status", bearer("guess"), "", ""); got != 401 {
+				t.Fatalf("failure %d: %d, want 401", i, got)
+			}
+		}
+		// Over the limit even the right token is refused until the minute ends.
+		got, h, body := do(c, "GET", "/v1/status", bearer(testTokens.Admin), "", "")
+		if got != 429 || h.Get("Retry-After") != "60" || !strings.Contains(body, "too many failed authentications") {
+			t.Errorf("after 3 failures: %d %q %s, want 429 with Retry-After 60", got, h.Get("Retry-After"), body)
+		}
+		time.Sleep(time.Minute)
+		if got, _, _ := do(c, "GET", "/v1/status", bearer(testTokens.Admin), "", ""); got != 200 {
+			t.Errorf("a minute later: %d, want 200", got)
+		}
+	})
+}
+
+func TestIPLimiterBounded(t *testing.T) {
+	l := ipLimiter{Max: 1, Window: time.Minute, MaxIPs: 2}
+	t0 := time.Unix(0, 0)
+	l.hit(t0, "a")
+	l.hit(t0, "b")
+	// The table is full: a new IP shares the overflow entry.
+	if ok, _ := l.hit(t0, "c"); !ok {
+		t.Fatal("first overflow hit refused")
+	}
+	if ok, _ := l.hit(t0, "d"); ok {
+		t.Error("second overflow hit allowed: new IPs should share one entry")
+	}
+	// Once windows end, stale entries make room again.
+	if ok, _ := l.hit(t0.Add(time.Minute), "e"); !ok {
+		t.Error("a new IP refused after the window ended")
+	}
+	if len(l.entries) > 3 {
+		t.Errorf("table holds %d entries, want at most MaxIPs+1", len(l.entries))
+	}
+}
+
+func TestBodyLimit(t *testing.T) {
+	c := newTest(t, func(c *Config) { c.MaxBodyBytes = 100 })
+	got, _, body := do(c, "POST", "/beat", testTokens.Worker, "application/json", `{"session_id":"`+strings.Repeat("x", 200)+`"}`)
+	if got != 413 {
+		t.Errorf("oversized beat: %d %s, want 413", got, body)
+	}
+}
+
+// TestIdentifyQueue: grants follow the buckets on a synctest clock, the
+// native and twilight endpoints share one queue, and a client that leaves
+// gives its place up.
+func TestIdentifyQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTest(t, nil) // 8 shards, max_concurrency 2, 5 s interval
+		start := time.Now()
+		var mu sync.Mutex
+		var got []string
+		var wg sync.WaitGroup
+		ask := func(shard int, method, target, token string) {
+			wg.Go(func() {
+				code, _, _ := do(c, method, target, token, "", "")
+				mu.Lock()
+				got = append(got, fmtGrant(shard, code, time.Since(start)))
+				mu.Unlock()
+			})
+			synctest.Wait() // queue in this order
+		}
+		ask(0, "POST", "/v1/identify/0", bearer(testTokens.Node))
+		ask(1, "POST", "/v1/identify/1", bearer(testTokens.Node))
+		ask(2, "GET", "/queue?shard=2", bearer(testTokens.Worker))
+		ask(4, "DELETE", "/queue?shard=4", bearer(testTokens.Worker))
+		ask(3, "POST", "/v1/identify/3", bearer(testTokens.Worker))
+		wg.Wait()
+		slices.Sort(got)
+		want := []string{"shard 0: 200 at 0s", "shard 1: 200 at 0s", "shard 2: 200 at 5s", "shard 3: 200 at 5s", "shard 4: 200 at 10s"}
+		slices.Sort(want)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("grants (-want +got):\n%s", diff)
+		}
+		// A waiter that leaves is skipped.
+		ctx, cancel := context.WithCancel(context.Background())
+		r := httptest.NewRequestWithContext(ctx, "POST", "/v1/identify/6", nil)
+		r.Header.Set("Authorization", bearer(testTokens.Node))
+		w := httptest.NewRecorder()
+		left := make(chan struct{})
+		go func() { c.Handler().ServeHTTP(w, r); close(left) }()
+		synctest.Wait()
+		cancel()
+		<-left
+		t1 := time.Now()
+		if code, _, _ := do(c, "POST", "/v1/identify/0", bearer(testTokens.Node), "", ""); code != 200 || time.Since(t1) != 5*time.Second {
+			t.Errorf("after a waiter left: %d after %v, want 200 after 5s (one interval after shard 4)", code, time.Since(t1))
+		}
+		code, _, body := do(c, "GET", "/v1/identify", bearer(testTokens.Status), "", "")
+		var q queueState
+		if err := json.Unmarshal([]byte(body), &q); code != 200 || err != nil || q.MaxConcurrency != 2 || len(q.Buckets) != 2 || q.IntervalMS != 5000 {
+			t.Errorf("queue state: %d %v %s", code, err, body)
+		}
+	})
+}
+
+func fmtGrant(shard, code int, at time.Duration) string {
+	return "shard " + itoa(shard) + ": " + itoa(code) + " at " + at.String()
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func TestIdentifyBadRequests(t *testing.T) {
+	c := newTest(t, nil)
+	for _, tc := range []struct{ method, target, want string }{
+		{"POST", "/v1/identify/8", "shard 8 is out of range for 8 shards"},
+		{"POST", "/v1/identify/-1", "not a non-negative number"},
+		{"POST", "/v1/identify/x", "not a non-negative number"},
+		{"GET", "/queue", "missing ?shard=N"},
+		{"GET", "/queue?shard=99", "out of range"},
+	} {
+		code, _, body := do(c, tc.method, tc.target, bearer(testTokens.Worker), "", "")
+		if code != 400 || !strings.Contains(body, tc.want) {
+			t.Errorf("%s %s: %d %s, want 400 with %q", tc.method, tc.target, code, body, tc.want)
+		}
+	}
+}
+
+func TestQueueOpen(t *testing.T) {
+	closed := newTest(t, nil)
+	if code, _, _ := do(closed, "GET", "/queue?shard=0", "", "", ""); code != 401 {
+		t.Errorf("closed queue without a token: %d, want 401", code)
+	}
+	open := newTest(t, func(c *Config) { c.QueueOpen = true })
+	if code, _, _ := do(open, "GET", "/queue?shard=0", "", "", ""); code != 200 {
+		t.Errorf("open queue without a token: %d, want 200", code)
+	}
+}
+
+func TestIdentifyBudgetExhausted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTest(t, func(c *Config) { c.SessionStarts, c.SessionReset = 1, time.Now().Add(time.Hour) })
+		if code, _, _ := do(c, "POST", "/v1/identify/0", bearer(testTokens.Node), "", ""); code != 200 {
+			t.Fatalf("first identify: %d", code)
+		}
+		code, h, body := do(c, "POST", "/v1/identify/1", bearer(testTokens.Node), "", "")
+		var e errorBody
+		json.Unmarshal([]byte(body), &e)
+		if code != 429 || h.Get("Retry-After") != "3600" || e.RetryAfterMS != 3600_000 || !strings.Contains(e.Error, "session-start budget exhausted") {
+			t.Errorf("over budget: %d Retry-After %q %s", code, h.Get("Retry-After"), body)
+		}
+		code, _, _ = do(c, "GET", "/queue?shard=1", bearer(testTokens.Worker), "", "")
+		if code != 429 {
+			t.Errorf("twilight queue over budget: %d, want 429", code)
+		}
+	})
+}
+
+// TestRunRefreshesBudget: Run asks Discord for the budget at start and
+// again right after the window resets.
+func TestRunRefreshesBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		calls := 0
+		c := newTest(t, func(c *Config) {
+			c.GatewayBot = func(ctx context.Context) (discord.GatewayBot, error) {
+				calls++
+				gb := discord.GatewayBot{Shards: 8}
+				gb.SessionStartLimit = discord.SessionStartLimit{Total: 1000, Remaining: 1000 - calls, ResetAfter: 30_000, MaxConcurrency: 2}
+				return gb, nil
+			}
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- c.Run(ctx) }()
+		synctest.Wait()
+		if calls != 1 || c.Status().Identify.Remaining != 999 {
+			t.Errorf("at start: %d calls, remaining %d; want 1, 999", calls, c.Status().Identify.Remaining)
+		}
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		if calls != 2 || c.Status().Identify.Remaining != 998 {
+			t.Errorf("after the reset: %d calls, remaining %d; want 2, 998", calls, c.Status().Identify.Remaining)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func TestGuildLookup(t *testing.T) {
+	c := newTest(t, nil)
+	code, _, body := do(c, "GET", "/v1/guilds/81384788765712384", bearer(testTokens.Status), "", "")
+	// 81384788765712384 >> 22 = 19403645698; % 8 = 2.
+	if code != 200 || !strings.Contains(body, `"shard":2`) || !strings.Contains(body, `"guild_id":"81384788765712384"`) {
+		t.Errorf("lookup: %d %s", code, body)
+	}
+	if code, _, _ := do(c, "GET", "/v1/guilds/abc", bearer(testTokens.Status), "", ""); code != 400 {
+		t.Errorf("bad guild: %d, want 400", code)
+	}
+}
+
+// TestOpenAPIMatchesRoutes: every route is in the document with its method,
+// and the document names no route that does not exist.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	c := newTest(t, nil)
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Errorf("openapi = %q", doc.OpenAPI)
+	}
+	seen := map[string]bool{}
+	for _, rt := range c.routes() {
+		ops, ok := doc.Paths[rt.pattern]
+		if !ok {
+			t.Errorf("route %s %s is not in openapi.json", rt.method, rt.pattern)
+			continue
+		}
+		seen[rt.pattern] = true
+		m := strings.ToLower(rt.method)
+		if m == "" {
+			m = "get" // any method: documented at least as get
+		}
+		if _, ok := ops[m]; !ok {
+			t.Errorf("openapi.json has %s but not its %s operation", rt.pattern, m)
+		}
+	}
+	for p := range doc.Paths {
+		if !seen[p] {
+			t.Errorf("openapi.json documents %s, which is not a route", p)
+		}
+	}
+	// Path parameters are declared for every {name}.
+	param := regexp.MustCompile(`\{(\w+)\}`)
+	for p, ops := range doc.Paths {
+		for m, raw := range ops {
+			for _, name := range param.FindAllStringSubmatch(p, -1) {
+				if !strings.Contains(string(raw), `"name": "`+name[1]+`"`) {
+					t.Errorf("%s %s does not declare path parameter %s", m, p, name[1])
+				}
+			}
+		}
+	}
+	code, h, body := do(c, "GET", "/openapi.json", "", "", "")
+	if code != 200 || h.Get("Content-Type") != "application/json" || len(body) != len(openAPIDoc) {
+		t.Errorf("GET /openapi.json: %d %q %d bytes", code, h.Get("Content-Type"), len(body))
+	}
+}
+
+// TestErrorsNeverLeakInternals: an internal error answers a generic body.
+func TestErrorsNeverLeakInternals(t *testing.T) {
+	w := httptest.NewRecorder()
+	writeError(w, io.ErrUnexpectedEOF)
+	if w.Code != 500 || strings.Contains(w.Body.String(), "EOF") {
+		t.Errorf("internal error answered %d %s", w.Code, w.Body.String())
+	}
+}

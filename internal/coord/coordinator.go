@@ -1,0 +1,215 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+	"github.com/gatehouse-dev/gatehouse/internal/identify"
+)
+
+// Config configures a Coordinator. Zero values take the documented
+// defaults.
+type Config struct {
+	// Tokens authenticate each role; Tokens.Admin is required.
+	Tokens Tokens
+	// ShardCount is the deployment's total shard count (Shardman's
+	// max_shards). Required.
+	ShardCount int
+	// MaxConcurrency is Discord's max_concurrency: identify buckets are
+	// shard % MaxConcurrency. Default 1.
+	MaxConcurrency int
+	// IdentifyInterval is one bucket's identify window. Default 5s, as
+	// Discord's.
+	IdentifyInterval time.Duration
+	// IdentifyMargin is added to every window against clock and network
+	// jitter. Default 25ms; negative means none.
+	IdentifyMargin time.Duration
+	// SessionStarts is the session-start budget left, with SessionReset when
+	// it resets (from /gateway/bot). Negative: not tracked until GatewayBot
+	// reports it.
+	SessionStarts int
+	SessionReset  time.Time
+	// GatewayBot, when set, is called every RefreshEvery (and when the
+	// session-start window has reset) to refresh the budget from Discord.
+	GatewayBot   func(ctx context.Context) (discord.GatewayBot, error)
+	RefreshEvery time.Duration // default 10m
+	// BeatTimeout frees the shard of a Shardman worker that stopped
+	// beating for this long. Default 60s.
+	BeatTimeout time.Duration
+	// HealthInterval marks a glance shard unhealthy when no health report
+	// arrived for this long. Default 60s.
+	HealthInterval time.Duration
+	// QueueOpen serves twilight's gateway-queue (/queue) without
+	// credentials, as the original does. Only for private networks.
+	QueueOpen bool
+	// MaxBodyBytes caps request bodies. Default 64 KiB.
+	MaxBodyBytes int64
+	// AuthFailures is how many failed authentications one client IP may
+	// make per minute before it is refused for the rest of the minute.
+	// Default 20.
+	AuthFailures int
+	// ConnectsPerMinute caps Shardman connects and push-channel connections
+	// per client IP. Default 120.
+	ConnectsPerMinute int
+	// Logger receives the coordinator's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.ShardCount < 1 {
+		return c, fmt.Errorf("%w: ShardCount must be at least 1, got %d", ErrBadRequest, c.ShardCount)
+	}
+	if c.ShardCount > maxShards {
+		return c, fmt.Errorf("%w: ShardCount %d is over %d", ErrBadRequest, c.ShardCount, maxShards)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.IdentifyInterval, discord.IdentifyIntervalMillis*time.Millisecond)
+	def(&c.IdentifyMargin, 25*time.Millisecond)
+	if c.IdentifyMargin < 0 {
+		c.IdentifyMargin = 0
+	}
+	def(&c.RefreshEvery, 10*time.Minute)
+	def(&c.BeatTimeout, 60*time.Second)
+	def(&c.HealthInterval, 60*time.Second)
+	if c.MaxConcurrency < 1 {
+		c.MaxConcurrency = 1
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 64 << 10
+	}
+	if c.AuthFailures <= 0 {
+		c.AuthFailures = 20
+	}
+	if c.ConnectsPerMinute <= 0 {
+		c.ConnectsPerMinute = 120
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// maxShards bounds shard numbers in requests: far above any real bot, low
+// enough that no table sized by it is a problem.
+const maxShards = 1 << 20
+
+// Coordinator is the control plane. Create one with New, serve Handler,
+// and run Run for its timers.
+type Coordinator struct {
+	cfg  Config
+	log  *slog.Logger
+	keys *keyring
+	gate *identify.LocalGate
+	mux  *http.ServeMux
+
+	mu       sync.Mutex
+	fails    ipLimiter // failed authentications per IP
+	connects ipLimiter // Shardman connects per IP
+	glance   glanceBoard
+	shardman *shardman
+}
+
+// New validates cfg and returns a Coordinator.
+func New(cfg Config) (*Coordinator, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	keys, err := newKeyring(cfg.Tokens)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{
+		cfg: cfg, log: cfg.Logger, keys: keys,
+		gate:     identify.NewLocalGate(identify.NewScheduler(cfg.MaxConcurrency, cfg.IdentifyInterval, cfg.IdentifyMargin, cfg.SessionStarts, cfg.SessionReset)),
+		fails:    ipLimiter{Max: cfg.AuthFailures, Window: time.Minute, MaxIPs: 100_000},
+		connects: ipLimiter{Max: cfg.ConnectsPerMinute, Window: time.Minute, MaxIPs: 100_000},
+		glance:   glanceBoard{interval: cfg.HealthInterval},
+		shardman: newShardman(cfg.ShardCount, cfg.BeatTimeout),
+	}
+	c.mux = http.NewServeMux()
+	for _, rt := range c.routes() {
+		c.mux.Handle(rt.method+" "+rt.pattern, c.handle(rt))
+	}
+	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("%w: %s %s", ErrNotFound, r.Method, r.URL.Path))
+	})
+	return c, nil
+}
+
+// Handler returns the coordinator's HTTP handler.
+func (c *Coordinator) Handler() http.Handler { return c.mux }
+
+// tick is how often Run expires leases and health.
+const tick = time.Second
+
+// Run runs the coordinator's timers until ctx ends: it frees the shards of
+// Shardman workers that stopped beating, marks silent glance shards
+// unhealthy, and refreshes the session-start budget.
+func (c *Coordinator) Run(ctx context.Context) error {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var nextRefresh time.Time
+	for {
+		now := time.Now()
+		c.sweep(now)
+		if c.cfg.GatewayBot != nil && !now.Before(nextRefresh) {
+			nextRefresh = now.Add(c.refreshBudget(ctx, now))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// sweep applies timeouts at now.
+func (c *Coordinator) sweep(now time.Time) {
+	c.mu.Lock()
+	freed := c.shardman.expire(now)
+	unhealthy := c.glance.sweep(now)
+	c.mu.Unlock()
+	for _, s := range freed {
+		c.log.Info("shardman: worker stopped beating; shard freed", "shard", s.shard, "session", s.id, "silent_for", now.Sub(s.lastBeat).Round(time.Second))
+	}
+	for _, k := range unhealthy {
+		c.log.Warn("glance: no health report; shard unhealthy", "cluster", k.cluster, "shard", k.id)
+	}
+}
+
+// refreshBudget asks Discord for the session-start budget and returns when
+// to ask again.
+func (c *Coordinator) refreshBudget(ctx context.Context, now time.Time) time.Duration {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	gb, err := c.cfg.GatewayBot(rctx)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			c.log.Warn("refreshing the session-start budget failed; keeping the tracked one", "err", err)
+		}
+		return time.Minute
+	}
+	ssl := gb.SessionStartLimit
+	reset := time.Duration(ssl.ResetAfter) * time.Millisecond
+	c.gate.SetBudget(ssl.Remaining, now.Add(reset))
+	if gb.SessionStartLimit.MaxConcurrency > 0 && gb.SessionStartLimit.MaxConcurrency != c.cfg.MaxConcurrency {
+		c.log.Warn("Discord reports a different max_concurrency; restart the coordinator to use it",
+			"configured", c.cfg.MaxConcurrency, "reported", gb.SessionStartLimit.MaxConcurrency)
+	}
+	next := c.cfg.RefreshEvery
+	if reset > 0 && reset+time.Second < next {
+		next = reset + time.Second // right after the window resets
+	}
+	return next
+}

@@ -1,0 +1,113 @@
+package coord
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/identify"
+)
+
+// Errors the coordinator returns. statusOf maps them to HTTP statuses.
+var (
+	// ErrUnauthorized: no credentials, or credentials that match no role.
+	ErrUnauthorized = errors.New("coord: unauthorized")
+	// ErrForbidden: valid credentials whose role may not do this.
+	ErrForbidden = errors.New("coord: forbidden")
+	// ErrNotFound: no such shard, node, session or route.
+	ErrNotFound = errors.New("coord: not found")
+	// ErrBadRequest: a request that does not parse or is out of range.
+	ErrBadRequest = errors.New("coord: bad request")
+	// ErrTooManyRequests: the client IP made too many failed attempts or
+	// connection attempts; retry after the time the error carries.
+	ErrTooManyRequests = errors.New("coord: too many requests")
+	// ErrNoShardFree: every shard is held.
+	ErrNoShardFree = errors.New("coord: no shard is free")
+	// ErrClosed: the coordinator is shutting down.
+	ErrClosed = errors.New("coord: shutting down")
+)
+
+// retryError carries when a refused request may be retried.
+type retryError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// statusError is an error that a compatible endpoint answers with a
+// status its original defines (Shardman answers "no shard free" with 401).
+type statusError struct {
+	err    error
+	status int
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
+
+// statusOf is the one place errors become HTTP statuses.
+func statusOf(err error) int {
+	var se *statusError
+	switch {
+	case errors.As(err, &se):
+		return se.status
+	case errors.Is(err, ErrUnauthorized):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrTooManyRequests), errors.Is(err, identify.ErrBudgetExhausted):
+		return http.StatusTooManyRequests
+	case errors.Is(err, ErrNoShardFree):
+		return http.StatusConflict
+	case errors.Is(err, ErrClosed):
+		return http.StatusServiceUnavailable
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusInternalServerError
+}
+
+// errorBody is the JSON body of every error of the coordinator's own API.
+type errorBody struct {
+	Error string `json:"error"`
+	// RetryAfterMS is set when the request may be retried later.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+}
+
+// writeError answers err as JSON with statusOf's status and, when the
+// error says when to retry, a Retry-After header.
+func writeError(w http.ResponseWriter, err error) {
+	status := statusOf(err)
+	body := errorBody{Error: err.Error()}
+	var re *retryError
+	if errors.As(err, &re) && re.after > 0 {
+		body.RetryAfterMS = re.after.Milliseconds()
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((re.after+time.Second-1)/time.Second), 10))
+	}
+	if status == http.StatusInternalServerError {
+		body.Error = "internal error" // details go to the log, not to clients
+	}
+	writeJSON(w, status, body)
+}
+
+// writeJSON answers v as JSON with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, fmt.Sprintf(`{"error":%q}`, "internal error"), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}

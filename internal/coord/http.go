@@ -1,0 +1,204 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+	"github.com/gatehouse-dev/gatehouse/internal/identify"
+)
+
+// route is one endpoint. The route table is the source of truth for the
+// mux and is checked against the OpenAPI document by a test.
+type route struct {
+	method, pattern string
+	// role is the least role that may call it; RoleNone means the handler
+	// authenticates on its own terms (compatible endpoints) or not at all.
+	role Role
+	// open marks an endpoint served without credentials.
+	open bool
+	h    func(w http.ResponseWriter, r *http.Request) error
+}
+
+func (c *Coordinator) routes() []route {
+	return []route{
+		{method: "GET", pattern: "/openapi.json", open: true, h: c.openAPI},
+		{method: "GET", pattern: "/healthz", open: true, h: c.healthz},
+		{method: "GET", pattern: "/v1/status", role: RoleStatus, h: c.status},
+		{method: "GET", pattern: "/v1/guilds/{guild}", role: RoleStatus, h: c.guildLookup},
+		{method: "GET", pattern: "/v1/identify", role: RoleStatus, h: c.identifyState},
+		{method: "POST", pattern: "/v1/identify/{shard}", role: RoleWorker, h: c.identifyWait},
+		{method: "POST", pattern: "/v1/identify/{shard}/ready", role: RoleWorker, h: c.identifyReady},
+		// twilight gateway-queue: any method.
+		{method: "", pattern: "/queue", role: RoleWorker, open: c.cfg.QueueOpen, h: c.twilightQueue},
+		// Shardman: its own secret check and statuses.
+		{method: "GET", pattern: "/connect", h: c.shardmanConnect},
+		{method: "POST", pattern: "/beat", h: c.shardmanBeat},
+		// glance.
+		{method: "POST", pattern: "/api/status/{cluster}/{id}/{state}", role: RoleWorker, h: c.glanceStatus},
+		{method: "POST", pattern: "/api/health/{cluster}/{id}", role: RoleWorker, h: c.glanceHealth},
+		{method: "GET", pattern: "/api/status", role: RoleStatus, h: c.glanceList},
+	}
+}
+
+// handle wraps a route: per-IP refusal after failed authentications, the
+// role check, the body limit, and error answers.
+func (c *Coordinator) handle(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes)
+		if !rt.open && rt.role != RoleNone {
+			if _, err := c.authorize(r, rt.role); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		if err := rt.h(w, r); err != nil {
+			if statusOf(err) == http.StatusInternalServerError {
+				c.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeError(w, err)
+		}
+	})
+}
+
+// authorize returns the request's role if it may act as need. Failures
+// count against the client IP; an IP over its limit is refused before its
+// credentials are even looked at.
+func (c *Coordinator) authorize(r *http.Request, need Role) (Role, error) {
+	ip, now := clientIP(r), time.Now()
+	c.mu.Lock()
+	blocked, retry := c.fails.blocked(now, ip)
+	c.mu.Unlock()
+	if blocked {
+		return RoleNone, &retryError{fmt.Errorf("%w: too many failed authentications from %s", ErrTooManyRequests, ip), retry}
+	}
+	role := c.keys.role(credential(r))
+	if role == RoleNone {
+		c.mu.Lock()
+		c.fails.hit(now, ip)
+		c.mu.Unlock()
+		return RoleNone, fmt.Errorf("%w: missing or unknown token (send Authorization: Bearer <token>)", ErrUnauthorized)
+	}
+	if !role.allows(need) {
+		return role, fmt.Errorf("%w: a %s token may not do this; it needs %s", ErrForbidden, role, need)
+	}
+	return role, nil
+}
+
+func (c *Coordinator) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// parseShard reads a shard number, which must be below the deployment's
+// shard count.
+func (c *Coordinator) parseShard(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%w: shard %q is not a non-negative number", ErrBadRequest, s)
+	}
+	if n >= c.cfg.ShardCount {
+		return 0, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, n, c.cfg.ShardCount)
+	}
+	return n, nil
+}
+
+// identifyGrant is the answer to an identify request.
+type identifyGrant struct {
+	Shard     int       `json:"shard"`
+	Bucket    int       `json:"bucket"`
+	GrantedAt time.Time `json:"granted_at"`
+}
+
+// identifyWait blocks until the shard may identify. A client that goes away
+// gives its place up.
+func (c *Coordinator) identifyWait(w http.ResponseWriter, r *http.Request) error {
+	shard, err := c.parseShard(r.PathValue("shard"))
+	if err != nil {
+		return err
+	}
+	if err := c.waitIdentify(r.Context(), shard); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, identifyGrant{Shard: shard, Bucket: discord.ShardBucket(shard, c.cfg.MaxConcurrency), GrantedAt: time.Now().UTC()})
+	return nil
+}
+
+// waitIdentify waits for shard's grant and adds the retry time to a
+// refusal for lack of session starts.
+func (c *Coordinator) waitIdentify(ctx context.Context, shard int) error {
+	err := c.gate.Wait(ctx, shard)
+	if errors.Is(err, identify.ErrBudgetExhausted) {
+		snap := c.gate.Snapshot()
+		return &retryError{err, time.Until(snap.ResetAt)}
+	}
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%w: the client left the queue", context.Canceled)
+	}
+	return err
+}
+
+// identifyReady reports the READY (or the failure) of a granted identify,
+// so the bucket's next slot counts from it.
+func (c *Coordinator) identifyReady(w http.ResponseWriter, r *http.Request) error {
+	shard, err := c.parseShard(r.PathValue("shard"))
+	if err != nil {
+		return err
+	}
+	c.gate.Identified(shard, time.Now())
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// queueState is the identify queue as GET /v1/identify shows it.
+type queueState struct {
+	MaxConcurrency int           `json:"max_concurrency"`
+	IntervalMS     int64         `json:"interval_ms"`
+	Remaining      int           `json:"session_starts_remaining"`
+	ResetAt        *time.Time    `json:"session_starts_reset_at,omitempty"`
+	Buckets        []bucketState `json:"buckets"`
+}
+
+type bucketState struct {
+	Bucket   int        `json:"bucket"`
+	Waiting  int        `json:"waiting"`
+	NextFree *time.Time `json:"next_free,omitempty"`
+}
+
+func (c *Coordinator) identifyState(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, c.queueState())
+	return nil
+}
+
+func (c *Coordinator) queueState() queueState {
+	snap := c.gate.Snapshot()
+	q := queueState{MaxConcurrency: snap.MaxConcurrency, IntervalMS: snap.Interval.Milliseconds(), Remaining: snap.Remaining, Buckets: []bucketState{}}
+	if !snap.ResetAt.IsZero() {
+		t := snap.ResetAt.UTC()
+		q.ResetAt = &t
+	}
+	for _, b := range snap.Buckets {
+		bs := bucketState{Bucket: b.Bucket, Waiting: b.Waiting}
+		if !b.NextFree.IsZero() {
+			t := b.NextFree.UTC()
+			bs.NextFree = &t
+		}
+		q.Buckets = append(q.Buckets, bs)
+	}
+	return q
+}
+
+// guildLookup answers which shard holds a guild: (guild_id >> 22) % shards.
+func (c *Coordinator) guildLookup(w http.ResponseWriter, r *http.Request) error {
+	id, err := strconv.ParseUint(r.PathValue("guild"), 10, 64)
+	if err != nil || id == 0 {
+		return fmt.Errorf("%w: guild %q is not a snowflake", ErrBadRequest, r.PathValue("guild"))
+	}
+	shard := discord.ShardForGuild(discord.Snowflake(id), c.cfg.ShardCount)
+	writeJSON(w, http.StatusOK, map[string]any{"guild_id": strconv.FormatUint(id, 10), "shard": shard, "shard_count": c.cfg.ShardCount})
+	return nil
+}

@@ -1,0 +1,29 @@
+package coord
+
+import (
+	"net/http"
+)
+
+// Status is the coordinator's state as GET /v1/status shows it.
+type Status struct {
+	ShardCount     int               `json:"shard_count"`
+	MaxConcurrency int               `json:"max_concurrency"`
+	Identify       queueState        `json:"identify"`
+	Shardman       []ShardmanSession `json:"shardman_sessions"`
+	Glance         []GlanceShard     `json:"glance_shards"`
+}
+
+// Status returns the coordinator's state.
+func (c *Coordinator) Status() Status {
+	st := Status{ShardCount: c.cfg.ShardCount, MaxConcurrency: c.cfg.MaxConcurrency, Identify: c.queueState()}
+	c.mu.Lock()
+	st.Shardman = c.shardman.list()
+	st.Glance = c.glance.list()
+	c.mu.Unlock()
+	return st
+}
+
+func (c *Coordinator) status(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, c.Status())
+	return nil
+}
