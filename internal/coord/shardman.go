@@ -33,12 +33,12 @@ type shardmanSession struct {
 // a session silent for timeout is dropped and its shard is free again. The
 // caller holds the lock and passes the time.
 type shardman struct {
-	count    int
-	timeout  time.Duration
-	byID     map[string]*shardmanSession
-	byShard  []*shardmanSession
-	newID    func() string
-	taken    func(shard int) bool // shards held otherwise (by gateway nodes); nil: none
+	count   int
+	timeout time.Duration
+	byID    map[string]*shardmanSession
+	byShard []*shardmanSession
+	newID   func() string
+	taken   func(shard int) bool // shards held otherwise (by gateway nodes); nil: none
 }
 
 func newShardman(count int, timeout time.Duration) *shardman {
