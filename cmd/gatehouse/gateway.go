@@ -21,6 +21,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordclient"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
@@ -54,6 +55,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		margin     = fs.Duration("identify-margin", 25*time.Millisecond, "added to the 5 s identify window of each bucket, against clock and network jitter")
 		nodeID     = fs.String("node-id", "", "this node's name in saved state and logs (default: host name)")
 		statusAddr = fs.String("status-addr", "", "serve GET /status (JSON shard states), /healthz and /debug/pprof/ on `HOST:PORT` (empty = off; keep it on loopback)")
+		coordURL   = fs.String("coordinator", "", "coordinator base `URL` (http://HOST:PORT): every IDENTIFY waits for its global queue instead of this node's own (token: -coordinator-token or $GATEHOUSE_NODE_TOKEN)")
+		coordTok   = fs.String("coordinator-token", "", "the coordinator's node `token` (default $GATEHOUSE_NODE_TOKEN)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		shutdown   = fs.Duration("shutdown-timeout", 30*time.Second, "graceful shutdown budget: close with a resumable code, publish what was read, save state")
 	)
@@ -137,6 +140,18 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "gatehouse gateway: NATS at %s, events on %s, stream %s\n", u, b.Subjects().Events(), b.StreamName())
 	}
 	cfg.Publisher, cfg.Store = b, b
+	if *coordURL != "" {
+		tok := *coordTok
+		if tok == "" {
+			tok = os.Getenv("GATEHOUSE_NODE_TOKEN")
+		}
+		cc, err := coordclient.New(coordclient.Config{URL: *coordURL, Token: tok, Logger: log})
+		if err != nil {
+			return usageError{"gateway: -coordinator: " + err.Error()}
+		}
+		defer cc.Close()
+		cfg.Gate = cc
+	}
 	node, err := gateway.New(cfg)
 	if err != nil {
 		return usageError{err.Error()}

@@ -20,6 +20,7 @@ var commands = []command{
 	{"sim", "run the Discord simulator (REST + gateway) for offline tests", runSim},
 	{"gateway", "run a gateway node: shard sessions published to NATS JetStream", runGateway},
 	{"tail", "print events from the stream as JSON lines, or a running summary", runTail},
+	{"coordinator", "run the coordinator: global identify queue, Shardman, glance and gateway-queue APIs", runCoordinator},
 	{"broker", "run only the NATS JetStream server gateway nodes embed, in its own process", runBroker},
 	{"bench", "run end-to-end benchmarks and print a table", runBench},
 	{"version", "print the version", runVersion},

@@ -77,9 +77,40 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
+// codeOf names err for the code field of error bodies.
+func codeOf(err error) string {
+	switch {
+	case errors.Is(err, identify.ErrBudgetExhausted):
+		return "budget_exhausted"
+	case errors.Is(err, ErrNoShardFree):
+		return "no_shard_free"
+	}
+	switch statusOf(err) {
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusBadRequest:
+		return "bad_request"
+	case http.StatusTooManyRequests:
+		return "too_many_requests"
+	case http.StatusServiceUnavailable:
+		return "shutting_down"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	}
+	return "internal"
+}
+
 // errorBody is the JSON body of every error of the coordinator's own API.
 type errorBody struct {
 	Error string `json:"error"`
+	// Code names the error for programs: unauthorized, forbidden,
+	// not_found, bad_request, too_many_requests, budget_exhausted,
+	// no_shard_free, shutting_down, too_large or internal.
+	Code string `json:"code"`
 	// RetryAfterMS is set when the request may be retried later.
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
@@ -88,7 +119,7 @@ type errorBody struct {
 // error says when to retry, a Retry-After header.
 func writeError(w http.ResponseWriter, err error) {
 	status := statusOf(err)
-	body := errorBody{Error: err.Error()}
+	body := errorBody{Error: err.Error(), Code: codeOf(err)}
 	var re *retryError
 	if errors.As(err, &re) && re.after > 0 {
 		body.RetryAfterMS = re.after.Milliseconds()

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+	"github.com/gatehouse-dev/gatehouse/internal/gateway"
+)
+
+const coordinatorSummary = `Run the coordinator: one identify queue for every shard of the deployment (gateway
+nodes started with -coordinator, and bot processes through POST /v1/identify/{shard} or
+twilight's GET /queue?shard=N), Shardman's /connect and /beat, glance's /api/status and
+/api/health, and a JSON API described at /openapi.json.
+
+With a bot token (-token or $GATEHOUSE_TOKEN) it reads the shard count, max_concurrency
+and the session-start budget from Discord's /gateway/bot and keeps the budget fresh;
+without one, pass -shard-count and -max-concurrency. Role tokens come from the
+environment: GATEHOUSE_ADMIN_TOKEN (required), GATEHOUSE_NODE_TOKEN,
+GATEHOUSE_WORKER_TOKEN (also Shardman's secret) and GATEHOUSE_STATUS_TOKEN.`
+
+func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("coordinator", coordinatorSummary, stderr)
+	var (
+		listen     = fs.String("listen", "127.0.0.1:8080", "HTTP `HOST:PORT` of the API (port 0 picks a free port)")
+		api        = fs.String("api", gateway.DefaultAPI, "Discord REST base `URL` (a gatehouse sim: http://127.0.0.1:8787/api/v10)")
+		token      = fs.String("token", "", "bot `token` to read /gateway/bot with (default $GATEHOUSE_TOKEN; optional)")
+		shardCount = fs.String("shard-count", "auto", "total shard count: a number, or auto (Discord's recommendation; needs the bot token)")
+		maxConc    = fs.Int("max-concurrency", 0, "identify buckets (Discord's max_concurrency); 0 = from /gateway/bot, or 1 without a bot token")
+		interval   = fs.Duration("identify-interval", 5*time.Second, "identify window per bucket (Discord: 5s; shorter only against a simulator configured the same)")
+		margin     = fs.Duration("identify-margin", 25*time.Millisecond, "added to every identify window, against clock and network jitter")
+		beat       = fs.Duration("beat-timeout", 60*time.Second, "Shardman: free the shard of a worker that has not beaten for this long")
+		health     = fs.Duration("health-interval", 60*time.Second, "glance: an online shard without a health report for this long becomes unhealthy")
+		queueOpen  = fs.Bool("queue-open", false, "serve twilight's /queue without a token, as the original does (private networks only)")
+		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+	)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageError{fmt.Sprintf("coordinator: -log-level: %v", err)}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg := coord.Config{
+		Tokens: coord.Tokens{
+			Admin: os.Getenv("GATEHOUSE_ADMIN_TOKEN"), Node: os.Getenv("GATEHOUSE_NODE_TOKEN"),
+			Worker: os.Getenv("GATEHOUSE_WORKER_TOKEN"), Status: os.Getenv("GATEHOUSE_STATUS_TOKEN"),
+		},
+		MaxConcurrency: *maxConc, IdentifyInterval: *interval, IdentifyMargin: *margin, SessionStarts: -1,
+		BeatTimeout: *beat, HealthInterval: *health, QueueOpen: *queueOpen, Logger: log,
+	}
+	if cfg.Tokens.Admin == "" {
+		return usageError{"coordinator: set GATEHOUSE_ADMIN_TOKEN (and the node, worker and status tokens the deployment uses)"}
+	}
+	if *margin < 0 {
+		cfg.IdentifyMargin = -1
+	}
+	n, err := parseShardCount(*shardCount)
+	if err != nil {
+		return usageError{"coordinator: -shard-count: " + err.Error()}
+	}
+	cfg.ShardCount = n
+	bot := *token
+	if bot == "" {
+		bot = os.Getenv("GATEHOUSE_TOKEN")
+	}
+	bot = strings.TrimPrefix(bot, "Bot ")
+	if bot != "" {
+		hc := &http.Client{Timeout: 30 * time.Second}
+		fetch := func(ctx context.Context) (discord.GatewayBot, error) {
+			return gateway.FetchGatewayBot(ctx, hc, *api, bot)
+		}
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		gb, err := fetch(fctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+		if cfg.ShardCount == 0 {
+			cfg.ShardCount = gb.Shards
+		}
+		if cfg.MaxConcurrency == 0 {
+			cfg.MaxConcurrency = gb.SessionStartLimit.MaxConcurrency
+		}
+		cfg.SessionStarts = gb.SessionStartLimit.Remaining
+		cfg.SessionReset = time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond)
+		cfg.GatewayBot = fetch
+	} else if cfg.ShardCount == 0 {
+		return usageError{"coordinator: -shard-count auto needs the bot token; pass a number, or -token"}
+	}
+	c, err := coord.New(cfg)
+	if err != nil {
+		return usageError{"coordinator: " + err.Error()}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("coordinator: -listen: %w", err)
+	}
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Requests live in runCtx: at shutdown, identify requests still waiting
+	// in the queue end at once instead of holding Shutdown up.
+	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context { return runCtx }}
+	fmt.Fprintf(stdout, "gatehouse coordinator: API on http://%s (OpenAPI at /openapi.json), %d shards, max_concurrency %d\n",
+		ln.Addr(), cfg.ShardCount, max(cfg.MaxConcurrency, 1))
+	if f, ok := stdout.(interface{ Sync() error }); ok {
+		_ = f.Sync()
+	}
+	wg.Go(func() { c.Run(runCtx) })
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- srv.Serve(ln) })
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	_ = srv.Shutdown(sctx) // waiting identify requests end with their contexts
+	scancel()
+	wg.Wait()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+// Package coordclient is the coordinator's Go client for gateway nodes: an
+// identify gate that asks the coordinator's global queue before every
+// IDENTIFY, so shards started on many nodes at once still keep Discord's
+// identify limit.
+package coordclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/identify"
+)
+
+// ErrRefused means the coordinator refused a request for good (a bad token,
+// a shard out of range); retrying would not help. Budget refusals wrap
+// identify.ErrBudgetExhausted instead.
+var ErrRefused = errors.New("coordclient: refused by the coordinator")
+
+// Config configures a Client.
+type Config struct {
+	// URL is the coordinator's base URL, e.g. http://127.0.0.1:8080.
+	URL string
+	// Token is a node (or worker) token of the coordinator.
+	Token string
+	// HTTP is the client used for requests; it must not have a timeout
+	// shorter than a fleet start, since identify requests wait in the
+	// queue. Default: a client without a timeout.
+	HTTP *http.Client
+	// RetryMin and RetryMax bound the backoff while the coordinator cannot
+	// be reached. Defaults 250ms and 10s.
+	RetryMin, RetryMax time.Duration
+	// Logger receives retries. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Client talks to a coordinator. Its Wait and Identified methods make it a
+// gateway identify gate. Close stops its background reporter.
+type Client struct {
+	cfg  Config
+	base *url.URL
+	log  *slog.Logger
+
+	ready chan int // shards whose READY is to be reported
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+}
+
+// New checks cfg and starts the client's reporter goroutine.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("coordclient: URL %q: want http(s)://host:port", cfg.URL)
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("coordclient: a coordinator token is required")
+	}
+	if cfg.HTTP == nil {
+		cfg.HTTP = &http.Client{}
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 250 * time.Millisecond
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(10*time.Second, cfg.RetryMin)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{cfg: cfg, base: u, log: cfg.Logger, ready: make(chan int, 4096), stop: cancel}
+	c.wg.Go(func() { c.report(ctx) })
+	return c, nil
+}
+
+// Close stops the reporter and waits for it. READY reports not yet sent
+// are dropped: they only move a bucket's next slot later.
+func (c *Client) Close() error {
+	c.stop()
+	c.wg.Wait()
+	return nil
+}
+
+// Wait blocks until the coordinator grants shard an IDENTIFY, or ctx ends.
+// While the coordinator cannot be reached it retries with backoff: a shard
+// never identifies without a grant. It returns an error wrapping
+// identify.ErrBudgetExhausted or ErrRefused when the coordinator says no.
+func (c *Client) Wait(ctx context.Context, shard int) error {
+	backoff := c.cfg.RetryMin
+	for {
+		err := c.post(ctx, "/v1/identify/"+strconv.Itoa(shard), nil)
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrRefused) || errors.Is(err, identify.ErrBudgetExhausted) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn("identify queue unreachable; retrying", "shard", shard, "in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, c.cfg.RetryMax)
+	}
+}
+
+// Identified reports shard's READY without blocking; the reporter sends it.
+func (c *Client) Identified(shard int, at time.Time) {
+	select {
+	case c.ready <- shard:
+	default:
+		c.log.Warn("READY report dropped: the coordinator is not keeping up", "shard", shard)
+	}
+}
+
+// report sends READY reports until ctx ends.
+func (c *Client) report(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case shard := <-c.ready:
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := c.post(rctx, "/v1/identify/"+strconv.Itoa(shard)+"/ready", nil)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("reporting a READY to the coordinator failed", "shard", shard, "err", err)
+			}
+		}
+	}
+}
+
+// post sends a POST and decodes a JSON answer into out (when not nil).
+// Transient failures (network, 5xx) come back as plain errors; definitive
+// ones wrap ErrRefused or identify.ErrBudgetExhausted.
+func (c *Client) post(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+path, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	resp, err := c.cfg.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 == 2 {
+		if out != nil {
+			return json.Unmarshal(body, out)
+		}
+		return nil
+	}
+	var e struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	json.Unmarshal(body, &e)
+	if e.Error == "" {
+		e.Error = strings.TrimSpace(string(body))
+	}
+	switch {
+	case e.Code == "budget_exhausted":
+		return fmt.Errorf("%w (coordinator: %s)", identify.ErrBudgetExhausted, e.Error)
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+		return fmt.Errorf("coordinator: %s: %s", resp.Status, e.Error)
+	}
+	return fmt.Errorf("%w: %s: %s", ErrRefused, resp.Status, e.Error)
+}
