@@ -147,6 +147,10 @@ func New(cfg Config) (*Coordinator, error) {
 	return c, nil
 }
 
+// Gate returns the coordinator's identify gate, for a gateway node in the
+// same process: it shares the queue with every remote node and worker.
+func (c *Coordinator) Gate() *identify.LocalGate { return c.gate }
+
 // Handler returns the coordinator's HTTP handler.
 func (c *Coordinator) Handler() http.Handler { return c.mux }
 
