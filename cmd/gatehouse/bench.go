@@ -26,7 +26,9 @@ const benchSummary = `Run Gatehouse's end-to-end benchmarks and print a table (m
                         (with a consumer acking) against the fastest JavaScript gateway
                         library, side by side on the same simulator workload.
   gatehouse bench fleet first IDENTIFY to last READY for N shards at max_concurrency M.
-  gatehouse bench idle  resident memory per idle shard of a gateway node.`
+  gatehouse bench idle  resident memory per idle shard of a gateway node.
+  gatehouse bench beats Shardman beat latency at the coordinator: N workers beating once a
+                        second, each over its own connection.`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
@@ -37,6 +39,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return runBenchFleet(ctx, args[1:], stdout, stderr)
 		case "idle":
 			return runBenchIdle(ctx, args[1:], stdout, stderr)
+		case "beats":
+			return runBenchBeats(ctx, args[1:], stdout, stderr)
 		}
 	}
 	if len(args) == 0 || args[0] != "sim" {

@@ -287,7 +287,15 @@ type child struct {
 }
 
 func startChild(ctx context.Context, exe string, args []string, logs io.Writer, prefixes ...string) (*child, error) {
+	return startChildEnv(ctx, exe, args, nil, logs, prefixes...)
+}
+
+// startChildEnv is startChild with env added to the child's environment.
+func startChildEnv(ctx context.Context, exe string, args, env []string, logs io.Writer, prefixes ...string) (*child, error) {
 	cmd := exec.Command(exe, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	c := &child{cmd: cmd, done: make(chan struct{}), tail: &tailWriter{max: 2048}}
 	cmd.Stderr = io.MultiWriter(logs, c.tail)
 	out, err := cmd.StdoutPipe()
