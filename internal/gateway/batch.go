@@ -25,6 +25,9 @@ type batcher struct {
 	subj  []byte // scratch for the subject of the current event
 	done  func(*broker.Batch, error)
 	last  time.Time // when the previous event was added
+	// pending counts this shard's batches handed to the broker and not yet
+	// answered (the node's inflight counts every shard's).
+	pending sync.WaitGroup
 }
 
 func (b *batcher) init(n *Node, shard, numShards int, done func(*broker.Batch, error)) {
@@ -102,8 +105,10 @@ func (b *batcher) publishLarge(ctx context.Context, session string, h discord.He
 		FirstSeq: h.S, LastSeq: h.S, Count: 1, Body: body,
 	}
 	b.n.inflight.Add(1)
+	b.pending.Add(1)
 	if err := b.n.pub.Publish(ctx, c, b.done); err != nil {
 		b.n.inflight.Done()
+		b.pending.Done()
 		return err
 	}
 	return nil
@@ -122,11 +127,13 @@ func (b *batcher) flushLocked(ctx context.Context) error {
 		}
 	}
 	b.n.inflight.Add(1)
+	b.pending.Add(1)
 	if err := b.n.pub.Publish(ctx, c, b.done); err != nil {
 		// Not handed over: keep it for the shutdown's last flush. Its
 		// events are not lost either way: the persisted seq only moves on
 		// acknowledged batches.
 		b.n.inflight.Done()
+		b.pending.Done()
 		b.cur = c
 		return err
 	}

@@ -31,6 +31,9 @@ var (
 	ErrConfig = errors.New("gateway: invalid config")
 	// ErrDiscord: a REST call to Discord failed; the wrapping error says how.
 	ErrDiscord = errors.New("gateway: Discord API error")
+	// ErrNotStarted: the node is not running (Run has not started its
+	// shards yet, or it is shutting down).
+	ErrNotStarted = errors.New("gateway: node not running")
 )
 
 // Config configures a Node. Zero values mean the documented defaults.
@@ -39,7 +42,9 @@ type Config struct {
 	API string
 	// Token is the bot token, without "Bot ". Required. It is never logged.
 	Token string
-	// Shards lists the shard IDs this node runs; nil means all of them.
+	// Shards lists the shard IDs this node starts with; nil means all of
+	// them, an empty non-nil slice none (shards are then added with Add,
+	// as a coordinator assigns them).
 	Shards []int
 	// ShardCount is the total shard count; 0 means Discord's recommendation
 	// from /gateway/bot.
@@ -214,9 +219,12 @@ type Node struct {
 	pubCtx   context.Context
 	inflight sync.WaitGroup
 
-	mu     sync.Mutex
-	shards map[int]*shardRunner
-	order  []int
+	mu       sync.Mutex
+	shards   map[int]*shardRunner
+	order    []int
+	count    int            // the shard count, once Run has started
+	removing map[int]bool   // shards being removed
+	runWG    sync.WaitGroup // every shard's run goroutine
 
 	internMu sync.Mutex
 	interned map[string]string
@@ -238,7 +246,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), pub: cfg.Publisher, subjects: cfg.Subjects,
-		shards: map[int]*shardRunner{}, interned: map[string]string{}, started: make(chan struct{}),
+		shards: map[int]*shardRunner{}, removing: map[int]bool{}, interned: map[string]string{}, started: make(chan struct{}),
 	}
 	// Batches are published at MaxBatchBytes; MaxBody is the hard limit a
 	// single large payload must fit (compressed if need be).
@@ -344,19 +352,14 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancelPub()
 	n.runCtx, n.pubCtx = runCtx, pubCtx
 
-	var wg sync.WaitGroup
+	n.mu.Lock()
+	n.count = count
+	n.mu.Unlock()
 	resumed := 0
 	for _, id := range ids {
-		resume := n.loadSession(ctx, id, count)
-		if resume.ID != "" {
+		if n.startShard(ctx, id) {
 			resumed++
 		}
-		r := newShardRunner(n, id, count, resume)
-		n.mu.Lock()
-		n.shards[id] = r
-		n.order = append(n.order, id)
-		n.mu.Unlock()
-		wg.Go(r.run)
 	}
 	close(n.started)
 	n.log.Info("shards started", "resuming", resumed, "identifying", len(ids)-resumed)
@@ -393,7 +396,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	stops.Wait()
 	cancelRun() // dials and identify waits still pending
-	wg.Wait()
+	n.runWG.Wait()
 	// Wait for the broker to acknowledge what was handed to it, but not
 	// past the shutdown timeout: a broker that is gone never answers. What
 	// is not acknowledged is not in the saved sequence, so the next run's
@@ -409,6 +412,98 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancel()
 	n.persist(persistCtx, true)
 	n.log.Info("stopped", "events", n.Stats().Events, "published", n.metrics.published.Load())
+	return nil
+}
+
+// startShard loads shard's saved session and starts its runner. It
+// reports whether the shard resumes.
+func (n *Node) startShard(ctx context.Context, id int) bool {
+	resume := n.loadSession(ctx, id, n.count)
+	r := newShardRunner(n, id, n.count, resume)
+	n.mu.Lock()
+	n.shards[id] = r
+	n.order = append(n.order, id)
+	n.mu.Unlock()
+	n.runWG.Go(r.run)
+	return resume.ID != ""
+}
+
+// Add starts shard on a running node: it RESUMEs the session saved in the
+// store (by this node or another) when there is one, else it identifies
+// through the gate. It returns ErrNotStarted before Run has started the
+// node's shards or after shutdown began, and ErrConfig for a shard out of
+// range or already running here.
+func (n *Node) Add(ctx context.Context, shard int) error {
+	select {
+	case <-n.started:
+	default:
+		return ErrNotStarted
+	}
+	n.mu.Lock()
+	count, running, removing := n.count, n.shards[shard] != nil, n.removing[shard]
+	n.mu.Unlock()
+	switch {
+	case n.runCtx.Err() != nil:
+		return ErrNotStarted
+	case shard < 0 || shard >= count:
+		return fmt.Errorf("%w: shard %d is outside 0..%d", ErrConfig, shard, count-1)
+	case running || removing:
+		return fmt.Errorf("%w: shard %d already runs here", ErrConfig, shard)
+	}
+	resumed := n.startShard(ctx, shard)
+	n.log.Info("shard added", "shard", shard, "resuming", resumed)
+	return nil
+}
+
+// Remove stops shard the way a shutdown does: the connection is closed with
+// a resumable code, what was read is published and acknowledged (or ctx
+// ends), and the session is saved, so that another node can RESUME it.
+// It returns ErrNotOwned when the shard does not run here.
+func (n *Node) Remove(ctx context.Context, shard int) error {
+	n.mu.Lock()
+	r := n.shards[shard]
+	if r == nil || n.removing[shard] {
+		n.mu.Unlock()
+		return ErrNotOwned
+	}
+	n.removing[shard] = true
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.removing, shard)
+		n.mu.Unlock()
+	}()
+	r.step(r.m.Stop)
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	acked := make(chan struct{})
+	go func() { r.batch.pending.Wait(); close(acked) }() // ends at the latest when the broker answers or closes
+	select {
+	case <-acked:
+	case <-ctx.Done():
+		n.log.Warn("shard removed before its last batches were acknowledged; they replay on resume", "shard", shard)
+	}
+	n.mu.Lock()
+	delete(n.shards, shard)
+	n.order = slices.DeleteFunc(n.order, func(id int) bool { return id == shard })
+	n.mu.Unlock()
+	st, changed := r.persistState(time.Now(), 0, true)
+	if changed {
+		var err error
+		if st.SessionID == "" {
+			err = n.cfg.Store.DeleteSession(ctx, st.Shard, st.NumShards)
+		} else {
+			err = n.cfg.Store.SaveSession(ctx, st)
+		}
+		if err != nil {
+			return fmt.Errorf("gateway: saving shard %d's session: %w", shard, err)
+		}
+		r.markSaved(st, time.Now())
+	}
+	n.log.Info("shard removed", "shard", shard, "session", st.SessionID, "seq", st.Seq)
 	return nil
 }
 

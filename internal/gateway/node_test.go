@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -361,5 +362,65 @@ func TestNodeShutdownBrokerGone(t *testing.T) {
 		if st.Seq > 0 {
 			t.Errorf("shard %d saved seq %d, beyond anything acknowledged", st.Shard, st.Seq)
 		}
+	}
+}
+
+// TestNodeHandoff moves shards between two nodes that share one broker:
+// node A removes them (closing resumably, publishing, saving the session),
+// node B adds them and RESUMEs. No new IDENTIFY, no gap, no duplicate.
+func TestNodeHandoff(t *testing.T) {
+	simCfg := testSimConfig()
+	s, api := startSim(t, simCfg)
+	b := newMemBroker(t)
+	cfgA := testNodeConfig(t, api, b)
+	cfgA.NodeID = "a"
+	a, stopA := runNode(t, cfgA)
+	cfgB := testNodeConfig(t, api, b)
+	cfgB.NodeID, cfgB.Shards = "b", []int{}
+	nb, stopB := runNode(t, cfgB)
+	if len(nb.Status()) != 0 {
+		t.Fatalf("node b started with shards %v, want none", nb.Status())
+	}
+	waitFor(t, 10*time.Second, "node a READY", func() bool { return allReady(a) })
+	waitFor(t, 10*time.Second, "events", func() bool { return a.Stats().Published > 200 })
+
+	ctx := t.Context()
+	for _, shard := range []int{1, 3} {
+		if err := a.Remove(ctx, shard); err != nil {
+			t.Fatalf("Remove(%d): %v", shard, err)
+		}
+		if err := nb.Add(ctx, shard); err != nil {
+			t.Fatalf("Add(%d): %v", shard, err)
+		}
+	}
+	if err := a.Remove(ctx, 1); !errors.Is(err, ErrNotOwned) {
+		t.Errorf("removing a shard twice: %v, want ErrNotOwned", err)
+	}
+	if err := nb.Add(ctx, 3); !errors.Is(err, ErrConfig) {
+		t.Errorf("adding a running shard: %v, want ErrConfig", err)
+	}
+	if err := nb.Add(ctx, 4); !errors.Is(err, ErrConfig) {
+		t.Errorf("adding shard 4 of 4: %v, want ErrConfig", err)
+	}
+	waitFor(t, 10*time.Second, "node b READY", func() bool { return allReady(nb) && len(nb.Status()) == 2 })
+	before := nb.Stats().Published
+	waitFor(t, 10*time.Second, "events on node b", func() bool { return nb.Stats().Published > before+100 })
+	if owned := []bool{a.Owns(0), a.Owns(1), nb.Owns(1), nb.Owns(3)}; !slices.Equal(owned, []bool{true, false, true, true}) {
+		t.Errorf("ownership a0 a1 b1 b3 = %v", owned)
+	}
+	stopA()
+	stopB()
+	if err := nb.Add(ctx, 2); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("Add after shutdown: %v, want ErrNotStarted", err)
+	}
+	st := s.Stats()
+	if st.Identifies != int64(simCfg.Shards) {
+		t.Errorf("%d identifies, want %d: a moved shard must RESUME", st.Identifies, simCfg.Shards)
+	}
+	if st.Resumes < 2 {
+		t.Errorf("%d resumes, want at least 2", st.Resumes)
+	}
+	if sessions := checkStream(t, b.events(t)); sessions != simCfg.Shards {
+		t.Errorf("%d sessions in the stream, want %d", sessions, simCfg.Shards)
 	}
 }

@@ -44,11 +44,12 @@ type shardRunner struct {
 	saved      broker.SessionState // the last state stored, zero before
 	savedAt    time.Time
 
-	events atomic.Int64 // dispatches read
+	events atomic.Int64  // dispatches read
+	done   chan struct{} // closed when run returns
 }
 
 func newShardRunner(n *Node, id, numShards int, resume Session) *shardRunner {
-	r := &shardRunner{n: n, id: id, numShards: numShards, limiter: NewSendLimiter(), dialCh: make(chan string, 1)}
+	r := &shardRunner{n: n, id: id, numShards: numShards, limiter: NewSendLimiter(), dialCh: make(chan string, 1), done: make(chan struct{})}
 	mc := n.machineConfig(id, numShards)
 	r.m = NewMachine(mc, resume)
 	if resume.ID != "" {
@@ -170,11 +171,13 @@ func (r *shardRunner) onPublished(c *broker.Batch, err error) {
 	}
 	r.n.release(c)
 	r.n.inflight.Done()
+	r.batch.pending.Done()
 }
 
 // run is the shard's goroutine: dial, read until the connection ends,
 // repeat until the machine stops.
 func (r *shardRunner) run() {
+	defer close(r.done)
 	r.step(r.m.Start)
 	for u := range r.dialCh {
 		conn, err := r.dial(u)
