@@ -39,6 +39,13 @@ type Config struct {
 	// session-start window has reset) to refresh the budget from Discord.
 	GatewayBot   func(ctx context.Context) (discord.GatewayBot, error)
 	RefreshEvery time.Duration // default 10m
+	// LeaseTTL is how long a gateway node's shard lease lasts without a
+	// heartbeat; a node heartbeats every third of it. Its shards go to
+	// other nodes once it expires. Default 15s.
+	LeaseTTL time.Duration
+	// BucketAligned keeps each identify bucket's shards on one node where
+	// capacity allows.
+	BucketAligned bool
 	// BeatTimeout frees the shard of a Shardman worker that stopped
 	// beating for this long. Default 60s.
 	BeatTimeout time.Duration
@@ -80,6 +87,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	def(&c.RefreshEvery, 10*time.Minute)
 	def(&c.BeatTimeout, 60*time.Second)
+	def(&c.LeaseTTL, 15*time.Second)
 	def(&c.HealthInterval, 60*time.Second)
 	if c.MaxConcurrency < 1 {
 		c.MaxConcurrency = 1
@@ -117,6 +125,7 @@ type Coordinator struct {
 	connects ipLimiter // Shardman connects per IP
 	glance   glanceBoard
 	shardman *shardman
+	fleet    *fleet
 }
 
 // New validates cfg and returns a Coordinator.
@@ -129,8 +138,12 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	fl, err := newFleet(cfg.ShardCount, cfg.LeaseTTL, cfg.BucketAligned, cfg.MaxConcurrency)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
 	c := &Coordinator{
-		cfg: cfg, log: cfg.Logger, keys: keys,
+		cfg: cfg, log: cfg.Logger, keys: keys, fleet: fl,
 		gate:     identify.NewLocalGate(identify.NewScheduler(cfg.MaxConcurrency, cfg.IdentifyInterval, cfg.IdentifyMargin, cfg.SessionStarts, cfg.SessionReset)),
 		fails:    ipLimiter{Max: cfg.AuthFailures, Window: time.Minute, MaxIPs: 100_000},
 		connects: ipLimiter{Max: cfg.ConnectsPerMinute, Window: time.Minute, MaxIPs: 100_000},
@@ -183,7 +196,11 @@ func (c *Coordinator) sweep(now time.Time) {
 	c.mu.Lock()
 	freed := c.shardman.expire(now)
 	unhealthy := c.glance.sweep(now)
+	expired := c.fleet.expire(now)
 	c.mu.Unlock()
+	for _, l := range expired {
+		c.log.Warn("node stopped heartbeating; its shard goes to another node", "shard", l.Shard, "node", l.Holder)
+	}
 	for _, s := range freed {
 		c.log.Info("shardman: worker stopped beating; shard freed", "shard", s.shard, "session", s.id, "silent_for", now.Sub(s.lastBeat).Round(time.Second))
 	}

@@ -33,6 +33,10 @@ func (c *Coordinator) routes() []route {
 		{method: "GET", pattern: "/v1/identify", role: RoleStatus, h: c.identifyState},
 		{method: "POST", pattern: "/v1/identify/{shard}", role: RoleWorker, h: c.identifyWait},
 		{method: "POST", pattern: "/v1/identify/{shard}/ready", role: RoleWorker, h: c.identifyReady},
+		{method: "POST", pattern: "/v1/nodes/{node}/heartbeat", role: RoleNode, h: c.nodeHeartbeat},
+		{method: "POST", pattern: "/v1/nodes/{node}/leave", role: RoleNode, h: c.nodeLeave},
+		{method: "GET", pattern: "/v1/nodes", role: RoleStatus, h: c.nodeList},
+		{method: "GET", pattern: "/v1/leases", role: RoleStatus, h: c.leaseList},
 		// twilight gateway-queue: any method.
 		{method: "", pattern: "/queue", role: RoleWorker, open: c.cfg.QueueOpen, h: c.twilightQueue},
 		// Shardman: its own secret check and statuses.

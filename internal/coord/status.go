@@ -2,6 +2,7 @@ package coord
 
 import (
 	"net/http"
+	"time"
 )
 
 // Status is the coordinator's state as GET /v1/status shows it.
@@ -9,6 +10,8 @@ type Status struct {
 	ShardCount     int               `json:"shard_count"`
 	MaxConcurrency int               `json:"max_concurrency"`
 	Identify       queueState        `json:"identify"`
+	Nodes          []NodeInfo        `json:"nodes"`
+	Leases         []ShardLease      `json:"leases"`
 	Shardman       []ShardmanSession `json:"shardman_sessions"`
 	Glance         []GlanceShard     `json:"glance_shards"`
 }
@@ -17,6 +20,7 @@ type Status struct {
 func (c *Coordinator) Status() Status {
 	st := Status{ShardCount: c.cfg.ShardCount, MaxConcurrency: c.cfg.MaxConcurrency, Identify: c.queueState()}
 	c.mu.Lock()
+	st.Nodes, st.Leases = c.fleet.status(time.Now())
 	st.Shardman = c.shardman.list()
 	st.Glance = c.glance.list()
 	c.mu.Unlock()

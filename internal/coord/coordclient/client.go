@@ -142,21 +142,27 @@ func (c *Client) report(ctx context.Context) {
 	}
 }
 
-// post sends a POST and decodes a JSON answer into out (when not nil).
-// Transient failures (network, 5xx) come back as plain errors; definitive
-// ones wrap ErrRefused or identify.ErrBudgetExhausted.
+// post sends a POST without a body and decodes a JSON answer into out
+// (when not nil).
 func (c *Client) post(ctx context.Context, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+path, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
+	return c.do(req, out)
+}
+
+// do sends req with the token. Transient failures (network, 5xx, 429
+// other than the budget) come back as plain errors; definitive ones wrap
+// ErrRefused or identify.ErrBudgetExhausted.
+func (c *Client) do(req *http.Request, out any) error {
 	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
 	resp, err := c.cfg.HTTP.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,150 @@
+package coordclient
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord"
+)
+
+// fakeNode records the shards it runs.
+type fakeNode struct {
+	mu     sync.Mutex
+	shards map[int]bool
+	adds   int
+	fail   int // Add of this shard fails (-1: none)
+}
+
+func newFakeNode() *fakeNode { return &fakeNode{shards: map[int]bool{}, fail: -1} }
+
+func (f *fakeNode) Add(ctx context.Context, shard int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if shard == f.fail {
+		return errors.New("cannot start")
+	}
+	if f.shards[shard] {
+		return errors.New("already running")
+	}
+	f.shards[shard] = true
+	f.adds++
+	return nil
+}
+
+func (f *fakeNode) Remove(ctx context.Context, shard int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.shards[shard] {
+		return errors.New("not running")
+	}
+	delete(f.shards, shard)
+	return nil
+}
+
+func (f *fakeNode) running() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for s := range f.shards {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestAgents: two node agents share four shards through the coordinator,
+// never running one shard twice; when the coordinator goes away, both stop
+// their shards before the leases could move.
+func TestAgents(t *testing.T) {
+	srv := startCoord(t, func(c *coord.Config) { c.ShardCount = 4; c.LeaseTTL = 600 * time.Millisecond }, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	a, b := newFakeNode(), newFakeNode()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	run := func(id string, n *fakeNode) {
+		c := newClient(t, srv.URL, "n")
+		wg.Go(func() {
+			if err := c.RunAgent(ctx, n, AgentConfig{NodeID: id, FirstInterval: 50 * time.Millisecond}); err != nil {
+				t.Errorf("agent %s: %v", id, err)
+			}
+		})
+	}
+	// Never two nodes on one shard.
+	stopWatch := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		for {
+			select {
+			case <-stopWatch:
+				return
+			default:
+			}
+			for _, s := range a.running() {
+				if slices.Contains(b.running(), s) {
+					t.Errorf("shard %d runs on both nodes", s)
+					return
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	run("a", a)
+	waitUntil(t, "a runs all four", func() bool { return len(a.running()) == 4 })
+	run("b", b)
+	waitUntil(t, "two each", func() bool { return len(a.running()) == 2 && len(b.running()) == 2 })
+	close(stopWatch)
+	watch.Wait()
+
+	// The coordinator goes away: both nodes stop everything within two
+	// thirds of the TTL (plus a heartbeat).
+	srv.Close()
+	waitUntil(t, "both fenced", func() bool { return len(a.running()) == 0 && len(b.running()) == 0 })
+	cancel()
+}
+
+// TestAgentGivesBackAFailedShard: a shard the node cannot start goes back
+// to the coordinator, which leases it to another node.
+func TestAgentGivesBackAFailedShard(t *testing.T) {
+	srv := startCoord(t, func(c *coord.Config) { c.ShardCount = 2; c.LeaseTTL = 600 * time.Millisecond }, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	a := newFakeNode()
+	a.fail = 1
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	c := newClient(t, srv.URL, "n")
+	wg.Go(func() { c.RunAgent(ctx, a, AgentConfig{NodeID: "a", FirstInterval: 50 * time.Millisecond}) })
+	waitUntil(t, "a runs shard 0", func() bool { return slices.Equal(a.running(), []int{0}) })
+	b := newFakeNode()
+	c2 := newClient(t, srv.URL, "n")
+	wg.Go(func() { c2.RunAgent(ctx, b, AgentConfig{NodeID: "b", FirstInterval: 50 * time.Millisecond}) })
+	waitUntil(t, "b runs shard 1", func() bool { return slices.Contains(b.running(), 1) })
+	cancel()
+}
+
+func TestAgentRefused(t *testing.T) {
+	srv := startCoord(t, nil, nil)
+	c := newClient(t, srv.URL, "wrong")
+	if err := c.RunAgent(t.Context(), newFakeNode(), AgentConfig{NodeID: "a"}); !errors.Is(err, ErrRefused) {
+		t.Errorf("bad token: %v, want ErrRefused", err)
+	}
+	if err := c.RunAgent(t.Context(), newFakeNode(), AgentConfig{}); !errors.Is(err, ErrRefused) {
+		t.Errorf("no node ID: %v, want ErrRefused", err)
+	}
+}

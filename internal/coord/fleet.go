@@ -1,0 +1,220 @@
+package coord
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/lease"
+)
+
+// fleet is the pure core that leases shards to gateway nodes: nodes
+// heartbeat with the shards they hold, the coordinator renews those
+// leases, and answers with shards to start (a new lease each) and shards to
+// stop. A node that stops heartbeating loses its leases when they expire,
+// and its shards go to the others, which RESUME them from the saved
+// session. A shard moves between live nodes in two steps: the holder is
+// told to stop it and reports it released; only then is it leased to the
+// next node, so two nodes never run it at once. The caller holds the lock
+// and passes the time.
+type fleet struct {
+	count         int
+	ttl           time.Duration
+	bucketAligned bool
+	maxConc       int
+	leases        *lease.Table
+	nodes         map[string]*fleetNode
+}
+
+type fleetNode struct {
+	capacity int
+	draining bool
+	lastSeen time.Time
+}
+
+// heldShard is a shard a node reports running, with its lease token.
+type heldShard struct {
+	Shard int    `json:"shard"`
+	Token uint64 `json:"token"`
+}
+
+// nodeBeat is a node's heartbeat.
+type nodeBeat struct {
+	// Capacity is the most shards the node will run; 0 means no limit.
+	Capacity int `json:"capacity"`
+	// Draining asks for no new shards and for the held ones to move away.
+	Draining bool `json:"draining"`
+	// Shards are the shards the node runs, with their lease tokens.
+	Shards []heldShard `json:"shards"`
+	// Released are shards the node stopped (after a revoke) and saved.
+	Released []heldShard `json:"released"`
+}
+
+// nodeOrders is the answer to a heartbeat.
+type nodeOrders struct {
+	ShardCount int   `json:"shard_count"`
+	LeaseTTLMS int64 `json:"lease_ttl_ms"`
+	// Assign are shards to start now, each with its new lease token.
+	Assign []heldShard `json:"assign"`
+	// Renewed are the held shards whose leases were renewed, with tokens
+	// (a coordinator that restarted issues new ones).
+	Renewed []heldShard `json:"renewed"`
+	// Revoke are shards to stop, save and report released: moved to
+	// another node, or no longer leased to this one.
+	Revoke []int `json:"revoke"`
+}
+
+func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int) (*fleet, error) {
+	t, err := lease.New(lease.Config{TTL: ttl})
+	if err != nil {
+		return nil, err
+	}
+	return &fleet{count: count, ttl: t.TTL(), bucketAligned: bucketAligned, maxConc: maxConc, leases: t, nodes: map[string]*fleetNode{}}, nil
+}
+
+// beat applies node id's heartbeat at now and returns its orders.
+func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
+	if id == "" || len(id) > 128 {
+		return nodeOrders{}, fmt.Errorf("%w: node ID: want 1 to 128 characters", ErrBadRequest)
+	}
+	if b.Capacity < 0 {
+		return nodeOrders{}, fmt.Errorf("%w: capacity %d is negative", ErrBadRequest, b.Capacity)
+	}
+	for _, h := range append(slices.Clone(b.Shards), b.Released...) {
+		if h.Shard < 0 || h.Shard >= f.count {
+			return nodeOrders{}, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, h.Shard, f.count)
+		}
+	}
+	f.expire(now)
+	n := f.nodes[id]
+	if n == nil {
+		n = &fleetNode{}
+		f.nodes[id] = n
+	}
+	n.capacity, n.draining, n.lastSeen = b.Capacity, b.Draining, now
+	o := nodeOrders{ShardCount: f.count, LeaseTTLMS: f.ttl.Milliseconds(), Assign: []heldShard{}, Renewed: []heldShard{}, Revoke: []int{}}
+	for _, r := range b.Released {
+		// Released by its holder: free for the next node. A stale report
+		// (the lease moved on) changes nothing.
+		_ = f.leases.Release(r.Shard, id, r.Token)
+	}
+	for _, h := range b.Shards {
+		l, err := f.leases.Renew(now, h.Shard, id, h.Token)
+		if err != nil {
+			// Not this node's lease with this token. If nobody holds the
+			// shard (a restarted coordinator), adopt it under a new token;
+			// otherwise the node must stop it.
+			l, err = f.leases.Acquire(now, h.Shard, id)
+			if err != nil {
+				o.Revoke = append(o.Revoke, h.Shard)
+				continue
+			}
+		}
+		o.Renewed = append(o.Renewed, heldShard{l.Shard, l.Token})
+	}
+	plan, err := f.plan(now)
+	if err != nil {
+		return nodeOrders{}, err
+	}
+	for _, m := range plan.Moves {
+		switch {
+		case m.From == id:
+			if !slices.Contains(o.Revoke, m.Shard) {
+				o.Revoke = append(o.Revoke, m.Shard)
+			}
+		case m.To == id && m.From == "":
+			l, err := f.leases.Acquire(now, m.Shard, id)
+			if err != nil {
+				continue // taken meanwhile; the next heartbeat plans again
+			}
+			o.Assign = append(o.Assign, heldShard{l.Shard, l.Token})
+		}
+	}
+	slices.Sort(o.Revoke)
+	return o, nil
+}
+
+// plan runs the assignment planner over the live nodes and live leases.
+func (f *fleet) plan(now time.Time) (lease.Plan, error) {
+	in := lease.AssignInput{Total: f.count, Owners: map[int]string{}, BucketAligned: f.bucketAligned, MaxConcurrency: f.maxConc}
+	ids := make([]string, 0, len(f.nodes))
+	for id := range f.nodes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		n := f.nodes[id]
+		in.Nodes = append(in.Nodes, lease.Node{ID: id, Capacity: n.capacity, Draining: n.draining})
+	}
+	for _, l := range f.leases.Leases() {
+		if l.Live(now) {
+			in.Owners[l.Shard] = l.Holder
+		}
+	}
+	return lease.Assign(in)
+}
+
+// expire drops the nodes silent for the TTL and the expired leases, and
+// returns the leases it dropped.
+func (f *fleet) expire(now time.Time) []lease.Lease {
+	for id, n := range f.nodes {
+		if now.Sub(n.lastSeen) >= f.ttl {
+			delete(f.nodes, id)
+		}
+	}
+	return f.leases.Expire(now)
+}
+
+// leave releases everything node id holds (a graceful shutdown, after the
+// node saved its sessions) and forgets the node.
+func (f *fleet) leave(id string) []lease.Lease {
+	delete(f.nodes, id)
+	return f.leases.ReleaseHolder(id)
+}
+
+// NodeInfo is a node as the status API shows it.
+type NodeInfo struct {
+	ID       string    `json:"id"`
+	Capacity int       `json:"capacity"`
+	Draining bool      `json:"draining"`
+	LastSeen time.Time `json:"last_seen"`
+	Shards   []int     `json:"shards"`
+}
+
+// ShardLease is a lease as the status API shows it.
+type ShardLease struct {
+	Shard   int       `json:"shard"`
+	Node    string    `json:"node"`
+	Token   uint64    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+func (f *fleet) status(now time.Time) ([]NodeInfo, []ShardLease) {
+	byNode := map[string][]int{}
+	leases := []ShardLease{}
+	for _, l := range f.leases.Leases() {
+		if !l.Live(now) {
+			continue
+		}
+		byNode[l.Holder] = append(byNode[l.Holder], l.Shard)
+		leases = append(leases, ShardLease{Shard: l.Shard, Node: l.Holder, Token: l.Token, Expires: l.Expires.UTC()})
+	}
+	nodes := []NodeInfo{}
+	for id, n := range f.nodes {
+		shards := byNode[id]
+		if shards == nil {
+			shards = []int{}
+		}
+		nodes = append(nodes, NodeInfo{ID: id, Capacity: n.capacity, Draining: n.draining, LastSeen: n.lastSeen.UTC(), Shards: shards})
+	}
+	slices.SortFunc(nodes, func(a, b NodeInfo) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return nodes, leases
+}

@@ -1,0 +1,124 @@
+package coord
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestFleetTranscript walks nodes through joining, a rebalance by
+// release-then-assign, a node going silent, a stale holder coming back and
+// a coordinator restart.
+func TestFleetTranscript(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	f, err := newFleet(4, 9*time.Second, false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	beat := func(at time.Duration, id string, shards, released []heldShard) nodeOrders {
+		o, err := f.beat(t0.Add(at), id, nodeBeat{Shards: shards, Released: released})
+		if err != nil {
+			t.Fatalf("beat %s at %v: %v", id, at, err)
+		}
+		got = append(got, fmt.Sprintf("%v %s: assign %v renewed %v revoke %v", at, id, o.Assign, o.Renewed, o.Revoke))
+		return o
+	}
+	h := func(pairs ...uint64) (out []heldShard) {
+		for i := 0; i < len(pairs); i += 2 {
+			out = append(out, heldShard{int(pairs[i]), pairs[i+1]})
+		}
+		return out
+	}
+	beat(0, "a", nil, nil)                                   // a alone: every shard
+	beat(time.Second, "b", nil, nil)                         // b joins: nothing until a lets go
+	beat(3*time.Second, "a", h(0, 1, 1, 2, 2, 3, 3, 4), nil) // a is told to stop two
+	beat(4*time.Second, "b", nil, nil)                       // still held by a
+	beat(5*time.Second, "a", h(0, 1, 1, 2), h(2, 3, 3, 4))   // a released them
+	beat(6*time.Second, "b", nil, nil)                       // now b gets them
+	// a goes silent; its leases expire 9 s after its last renewal (5 s).
+	beat(13*time.Second, "b", h(2, 5, 3, 6), nil)
+	beat(14*time.Second, "b", h(2, 5, 3, 6), nil)
+	// a comes back still running shard 0 under its old token: stop it.
+	beat(15*time.Second, "a", h(0, 1), nil)
+	want := []string{
+		"0s a: assign [{0 1} {1 2} {2 3} {3 4}] renewed [] revoke []",
+		"1s b: assign [] renewed [] revoke []",
+		"3s a: assign [] renewed [{0 1} {1 2} {2 3} {3 4}] revoke [2 3]",
+		"4s b: assign [] renewed [] revoke []",
+		"5s a: assign [] renewed [{0 1} {1 2}] revoke []",
+		"6s b: assign [{2 5} {3 6}] renewed [] revoke []",
+		"13s b: assign [] renewed [{2 5} {3 6}] revoke []",
+		"14s b: assign [{0 7} {1 8}] renewed [{2 5} {3 6}] revoke []",
+		"15s a: assign [] renewed [] revoke [0]",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("transcript (-want +got):\n%s", diff)
+	}
+	nodes, leases := f.status(t0.Add(15 * time.Second))
+	if len(nodes) != 2 || len(leases) != 4 || nodes[1].ID != "b" || len(nodes[1].Shards) != 4 {
+		t.Errorf("status: nodes %+v leases %+v", nodes, leases)
+	}
+
+	// A restarted coordinator adopts what nodes report, under new tokens.
+	f2, _ := newFleet(4, 9*time.Second, false, 1)
+	o, err := f2.beat(t0, "b", nodeBeat{Shards: h(0, 7, 1, 8, 2, 5, 3, 6)})
+	if err != nil || len(o.Renewed) != 4 || len(o.Revoke) != 0 || len(o.Assign) != 0 {
+		t.Errorf("after a coordinator restart: %+v %v", o, err)
+	}
+	// Leaving frees everything at once.
+	if ls := f2.leave("b"); len(ls) != 4 {
+		t.Errorf("leave released %d leases, want 4", len(ls))
+	}
+	if o, _ := f2.beat(t0.Add(time.Second), "c", nodeBeat{}); len(o.Assign) != 4 {
+		t.Errorf("after b left, c got %v, want all 4", o.Assign)
+	}
+}
+
+func TestFleetBadBeats(t *testing.T) {
+	f, _ := newFleet(4, 9*time.Second, false, 1)
+	for _, tc := range []struct {
+		id   string
+		b    nodeBeat
+		want string
+	}{
+		{"", nodeBeat{}, "node ID"},
+		{strings.Repeat("x", 129), nodeBeat{}, "node ID"},
+		{"a", nodeBeat{Capacity: -1}, "negative"},
+		{"a", nodeBeat{Shards: []heldShard{{4, 1}}}, "out of range"},
+		{"a", nodeBeat{Released: []heldShard{{-1, 1}}}, "out of range"},
+	} {
+		if _, err := f.beat(time.Unix(0, 0), tc.id, tc.b); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("beat(%q, %+v) = %v, want %q", tc.id, tc.b, err, tc.want)
+		}
+	}
+}
+
+// TestFleetDraining: a draining node's shards move once it releases them;
+// capacity caps what a node gets.
+func TestFleetDraining(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	f, _ := newFleet(4, 9*time.Second, false, 1)
+	o, _ := f.beat(t0, "a", nodeBeat{Capacity: 3})
+	if len(o.Assign) != 3 {
+		t.Fatalf("capacity 3: assigned %v", o.Assign)
+	}
+	o, _ = f.beat(t0, "b", nodeBeat{})
+	if len(o.Assign) != 1 {
+		t.Fatalf("b: assigned %v, want the one left", o.Assign)
+	}
+	o, _ = f.beat(t0.Add(time.Second), "a", nodeBeat{Draining: true, Shards: o2held(f, "a")})
+	if len(o.Revoke) != 3 {
+		t.Errorf("draining a: revoke %v, want all 3", o.Revoke)
+	}
+}
+
+func o2held(f *fleet, id string) (out []heldShard) {
+	for _, l := range f.leases.Held(id) {
+		out = append(out, heldShard{l.Shard, l.Token})
+	}
+	return out
+}

@@ -1,0 +1,61 @@
+package coord
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// nodeHeartbeat renews a node's leases and answers its orders.
+func (c *Coordinator) nodeHeartbeat(w http.ResponseWriter, r *http.Request) error {
+	var b nodeBeat
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		if statusOf(err) == http.StatusRequestEntityTooLarge {
+			return err
+		}
+		return fmt.Errorf("%w: heartbeat body: %v", ErrBadRequest, err)
+	}
+	id := r.PathValue("node")
+	c.mu.Lock()
+	o, err := c.fleet.beat(time.Now(), id, b)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if len(o.Assign) > 0 || len(o.Revoke) > 0 {
+		c.log.Info("node orders", "node", id, "assign", len(o.Assign), "revoke", o.Revoke)
+	}
+	writeJSON(w, http.StatusOK, o)
+	return nil
+}
+
+// nodeLeave releases a node's leases after a graceful shutdown, so its
+// shards move at once instead of after the lease TTL.
+func (c *Coordinator) nodeLeave(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("node")
+	c.mu.Lock()
+	released := c.fleet.leave(id)
+	c.mu.Unlock()
+	c.log.Info("node left", "node", id, "shards_released", len(released))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (c *Coordinator) nodeList(w http.ResponseWriter, r *http.Request) error {
+	c.mu.Lock()
+	nodes, _ := c.fleet.status(time.Now())
+	c.mu.Unlock()
+	writeJSON(w, http.StatusOK, nodes)
+	return nil
+}
+
+func (c *Coordinator) leaseList(w http.ResponseWriter, r *http.Request) error {
+	c.mu.Lock()
+	_, leases := c.fleet.status(time.Now())
+	c.mu.Unlock()
+	writeJSON(w, http.StatusOK, leases)
+	return nil
+}
