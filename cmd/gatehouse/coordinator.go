@@ -41,6 +41,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		margin     = fs.Duration("identify-margin", 25*time.Millisecond, "added to every identify window, against clock and network jitter")
 		beat       = fs.Duration("beat-timeout", 60*time.Second, "Shardman: free the shard of a worker that has not beaten for this long")
 		health     = fs.Duration("health-interval", 60*time.Second, "glance: an online shard without a health report for this long becomes unhealthy")
+		leaseTTL   = fs.Duration("lease-ttl", 15*time.Second, "a gateway node's shard leases last this long without a heartbeat (nodes beat every third of it); then its shards go to other nodes")
+		aligned    = fs.Bool("bucket-aligned", false, "keep each identify bucket's shards on one gateway node where capacity allows")
 		connects   = fs.Int("connects-per-minute", 120, "Shardman connects allowed per client IP per minute")
 		queueOpen  = fs.Bool("queue-open", false, "serve twilight's /queue without a token, as the original does (private networks only)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -59,7 +61,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 			Worker: os.Getenv("GATEHOUSE_WORKER_TOKEN"), Status: os.Getenv("GATEHOUSE_STATUS_TOKEN"),
 		},
 		MaxConcurrency: *maxConc, IdentifyInterval: *interval, IdentifyMargin: *margin, SessionStarts: -1,
-		BeatTimeout: *beat, HealthInterval: *health, QueueOpen: *queueOpen, ConnectsPerMinute: *connects, Logger: log,
+		BeatTimeout: *beat, HealthInterval: *health, QueueOpen: *queueOpen, ConnectsPerMinute: *connects, LeaseTTL: *leaseTTL, BucketAligned: *aligned, Logger: log,
 	}
 	if cfg.Tokens.Admin == "" {
 		return usageError{"coordinator: set GATEHOUSE_ADMIN_TOKEN (and the node, worker and status tokens the deployment uses)"}

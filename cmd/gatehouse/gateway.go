@@ -37,7 +37,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var (
 		api        = fs.String("api", gateway.DefaultAPI, "Discord REST base `URL` (a gatehouse sim: http://127.0.0.1:8787/api/v10)")
 		token      = fs.String("token", "", "bot `token` without \"Bot \" (default $GATEHOUSE_TOKEN)")
-		shards     = fs.String("shards", "all", "shards this node runs: all, a range A-B, or a list 0,2,5-7")
+		shards     = fs.String("shards", "all", "shards this node runs: all, a range A-B, a list 0,2,5-7, or assigned (the -coordinator leases them to this node and moves them between nodes)")
+		capacity   = fs.Int("capacity", 0, "with -shards assigned: the most shards this node runs (0 = no limit)")
 		shardCount = fs.String("shard-count", "auto", "total shard count: a number, or auto (Discord's recommendation from /gateway/bot)")
 		natsURL    = fs.String("nats", "embedded", "NATS: embedded (run nats-server with JetStream in this process) or a nats:// `URL` of an external server or cluster")
 		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS: TCP `HOST:PORT` other processes (bot workers, gatehouse tail) connect to; empty = in-process only")
@@ -85,10 +86,19 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if cfg.ShardCount, err = parseShardCount(*shardCount); err != nil {
 		return usageError{"gateway: -shard-count: " + err.Error()}
 	}
-	if cfg.Shards, err = parseShardList(*shards); err != nil {
+	assigned := strings.TrimSpace(*shards) == "assigned"
+	if assigned {
+		if *coordURL == "" {
+			return usageError{"gateway: -shards assigned needs -coordinator"}
+		}
+		cfg.Shards = []int{} // none at start: the coordinator assigns them
+	} else if cfg.Shards, err = parseShardList(*shards); err != nil {
 		return usageError{"gateway: -shards: " + err.Error()}
 	}
-	if cfg.Shards != nil && cfg.ShardCount == 0 {
+	if *capacity < 0 {
+		return usageError{"gateway: -capacity must not be negative"}
+	}
+	if cfg.Shards != nil && len(cfg.Shards) > 0 && cfg.ShardCount == 0 {
 		return usageError{"gateway: -shards lists shards, so -shard-count must be a number: every node of a fleet must agree on it"}
 	}
 	c, err := codec.ParseCompression(*compress)
@@ -140,12 +150,13 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "gatehouse gateway: NATS at %s, events on %s, stream %s\n", u, b.Subjects().Events(), b.StreamName())
 	}
 	cfg.Publisher, cfg.Store = b, b
+	var cc *coordclient.Client
 	if *coordURL != "" {
 		tok := *coordTok
 		if tok == "" {
 			tok = os.Getenv("GATEHOUSE_NODE_TOKEN")
 		}
-		cc, err := coordclient.New(coordclient.Config{URL: *coordURL, Token: tok, Logger: log})
+		cc, err = coordclient.New(coordclient.Config{URL: *coordURL, Token: tok, Logger: log})
 		if err != nil {
 			return usageError{"gateway: -coordinator: " + err.Error()}
 		}
@@ -177,6 +188,32 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	})
 	wg.Go(func() { trimMemory(cmdCtx, memTrimEvery) })
+	if assigned {
+		id := node.ID()
+		agentDone := make(chan struct{})
+		wg.Go(func() {
+			defer close(agentDone)
+			select {
+			case <-node.Started():
+			case <-cmdCtx.Done():
+				return
+			}
+			if err := cc.RunAgent(cmdCtx, node, coordclient.AgentConfig{NodeID: id, Capacity: *capacity}); err != nil {
+				log.Error("coordinator agent stopped; this node runs no new shards", "err", err)
+			}
+		})
+		defer func() {
+			// After the node saved its sessions and the agent stopped
+			// heartbeating: let the coordinator move the shards now rather
+			// than after the lease TTL.
+			<-agentDone
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := cc.Leave(lctx, id); err != nil {
+				log.Warn("telling the coordinator this node left", "err", err)
+			}
+		}()
+	}
 	if *statusAddr != "" {
 		srv, err := serveStatus(&wg, *statusAddr, node, log)
 		if err != nil {

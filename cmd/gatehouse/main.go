@@ -1,6 +1,6 @@
-// Command gatehouse runs every part of Gatehouse from one binary: today the
-// Discord simulator (gatehouse sim); gateway nodes, the coordinator and the
-// operator CLI are added as subcommands as they land.
+// Command gatehouse runs every part of Gatehouse from one binary: the
+// all-in-one demo, the Discord simulator, gateway nodes, the coordinator,
+// the broker, tail and the benchmarks.
 //
 // Usage:
 //

@@ -254,6 +254,9 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// ID returns the node's ID (Config.NodeID, by default the host name).
+func (n *Node) ID() string { return n.cfg.NodeID }
+
 // Started is closed once every shard has been started (not necessarily
 // READY).
 func (n *Node) Started() <-chan struct{} { return n.started }

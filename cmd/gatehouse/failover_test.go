@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/client"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/sim/simtest"
+)
+
+// proc is a gatehouse child process.
+type proc struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	stderr *syncBuffer
+}
+
+// startProc runs the gatehouse binary and returns the text after prefix
+// on its first stdout line that has it.
+func startProc(t *testing.T, exe string, env []string, prefix string, args ...string) (*proc, string) {
+	t.Helper()
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{cmd: cmd, done: make(chan struct{}), stderr: &syncBuffer{}}
+	cmd.Stderr = p.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	found := make(chan string, 1)
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+				select {
+				case found <- rest:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+	}()
+	t.Cleanup(func() { p.kill() })
+	select {
+	case line := <-found:
+		return p, line
+	case <-p.done:
+		t.Fatalf("%s exited: %s", args[0], p.stderr.b.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s printed no %q within 30s: %s", args[0], prefix, p.stderr.b.String())
+	}
+	return nil, ""
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// stop sends SIGTERM and waits.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not stop within 30s", p.cmd.Args[1])
+		p.kill()
+	}
+}
+
+var (
+	exeOnce sync.Once
+	exePath string
+	exeErr  error
+)
+
+// buildExe builds the gatehouse binary once per test run.
+func buildExe(t *testing.T) string {
+	t.Helper()
+	exeOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gatehouse-test-")
+		if err != nil {
+			exeErr = err
+			return
+		}
+		exePath = filepath.Join(dir, "gatehouse")
+		if out, err := exec.Command("go", "build", "-o", exePath, ".").CombinedOutput(); err != nil {
+			exeErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if exeErr != nil {
+		t.Fatal(exeErr)
+	}
+	return exePath
+}
+
+// TestFailoverEndToEnd: a coordinator, a broker and two gateway nodes with
+// -shards assigned, as separate processes, run 64 shards at
+// max_concurrency 16 with zero identify violations. Node a is killed with
+// SIGKILL: its shards RESUME on node b within the lease TTL plus 2 s, with
+// no new IDENTIFY, and the stream has no gap and no duplicate.
+func TestFailoverEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs five processes")
+	}
+	exe := buildExe(t)
+	srv, base := simtest.Start(t, sim.Config{
+		Guilds: 640, Shards: 64, MaxConcurrency: 16, IdentifyInterval: 300 * time.Millisecond,
+		HeartbeatInterval: 2 * time.Second, EventRate: 5,
+	})
+	api := base + "/api/v10"
+	env := []string{"GATEHOUSE_ADMIN_TOKEN=admin-e2e", "GATEHOUSE_NODE_TOKEN=node-e2e"}
+	const ttl = 3 * time.Second
+
+	broker, natsLine := startProc(t, exe, nil, "gatehouse broker: NATS at ", "broker", "-listen", "127.0.0.1:0", "-data-dir", t.TempDir(), "-log-level", "warn")
+	natsURL, _, _ := strings.Cut(natsLine, ",")
+	coord, apiLine := startProc(t, exe, env, "gatehouse coordinator: API on ", "coordinator", "-listen", "127.0.0.1:0",
+		"-api", api, "-token", "sim-token", "-identify-interval", "300ms", "-lease-ttl", ttl.String(), "-log-level", "warn")
+	coordURL, _, _ := strings.Cut(apiLine, " ")
+	node := func(id string) *proc {
+		p, _ := startProc(t, exe, env, "gatehouse gateway: ", "gateway", "-api", api, "-token", "sim-token",
+			"-shards", "assigned", "-shard-count", "64", "-coordinator", coordURL, "-nats", natsURL, "-node-id", id,
+			"-identify-interval", "300ms", "-compress", "none", "-log-level", "warn")
+		return p
+	}
+	a := node("a")
+	b := node("b")
+	waitStats(t, srv, "64 shards connected", func(st sim.Stats) bool { return st.Readies >= 64 && st.Connections == 64 })
+	// Let the startup rebalance settle and events flow.
+	time.Sleep(2 * ttl / 3)
+	waitStats(t, srv, "64 shards connected after the rebalance", func(st sim.Stats) bool { return st.Connections == 64 })
+	before := srv.Stats()
+	if before.Identifies != 64 || before.IdentifyViolations != 0 {
+		t.Fatalf("start: %d identifies, %d violations; want 64 and 0", before.Identifies, before.IdentifyViolations)
+	}
+
+	a.kill()
+	killedAt := time.Now()
+	waitStats(t, srv, "node a's connections gone", func(st sim.Stats) bool { return st.Connections < 64 })
+	var took time.Duration
+	waitStatsFor(t, srv, ttl+10*time.Second, "every shard back after node a was killed", func(st sim.Stats) bool {
+		if st.Connections == 64 && st.Resumes > before.Resumes {
+			took = time.Since(killedAt)
+			return true
+		}
+		return false
+	})
+	t.Logf("node a's shards resumed on node b %v after the kill (lease TTL %v)", took.Round(10*time.Millisecond), ttl)
+	if took > ttl+2*time.Second {
+		t.Errorf("failover took %v, want within the lease TTL plus 2s (%v)", took, ttl+2*time.Second)
+	}
+	time.Sleep(time.Second) // events after the failover
+	after := srv.Stats()
+	if after.Identifies != before.Identifies {
+		t.Errorf("failover cost %d IDENTIFYs, want 0", after.Identifies-before.Identifies)
+	}
+	if after.IdentifyViolations != 0 {
+		t.Errorf("%d identify violations: %v", after.IdentifyViolations, after.Violations)
+	}
+	b.stop(t)
+	coord.stop(t)
+
+	// Every shard session's events are in the stream in order, once.
+	c, err := client.Connect(t.Context(), client.Config{URL: natsURL, Consumer: "e2e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	type key struct {
+		shard   int
+		session string
+	}
+	last := map[key]int64{}
+	var gaps []string
+	ctx, cancel := context.WithCancel(t.Context())
+	idle := time.AfterFunc(2*time.Second, cancel)
+	var mu sync.Mutex
+	err = c.Consume(ctx, func(ctx context.Context, ev *client.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		idle.Reset(2 * time.Second)
+		k := key{ev.Shard, ev.Session}
+		if ev.Seq != last[k]+1 && len(gaps) < 10 {
+			gaps = append(gaps, fmt.Sprintf("shard %d session %s: seq %d after %d", ev.Shard, ev.Session, ev.Seq, last[k]))
+		}
+		last[k] = ev.Seq
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gaps) > 0 {
+		t.Errorf("gaps or duplicates in the stream:\n%s", strings.Join(gaps, "\n"))
+	}
+	if len(last) != 64 {
+		t.Errorf("%d shard sessions in the stream, want 64 (one per shard: moves and the failover resumed)", len(last))
+	}
+	broker.stop(t)
+}
+
+func waitStatsFor(t *testing.T, srv *sim.Server, d time.Duration, what string, cond func(sim.Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond(srv.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %+v", d, what, srv.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
