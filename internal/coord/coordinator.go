@@ -150,6 +150,14 @@ func New(cfg Config) (*Coordinator, error) {
 		glance:   glanceBoard{interval: cfg.HealthInterval},
 		shardman: newShardman(cfg.ShardCount, cfg.BeatTimeout),
 	}
+	// One namespace of shards: a shard leased to a node is not free for
+	// Shardman, and one a Shardman worker holds is not assigned to a node.
+	// Both run under c.mu.
+	c.shardman.taken = func(shard int) bool {
+		l, ok := c.fleet.leases.Get(shard)
+		return ok && l.Live(time.Now())
+	}
+	c.fleet.taken = func(shard int) bool { return c.shardman.byShard[shard] != nil }
 	c.mux = http.NewServeMux()
 	for _, rt := range c.routes() {
 		c.mux.Handle(rt.method+" "+rt.pattern, c.handle(rt))

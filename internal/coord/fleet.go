@@ -24,6 +24,9 @@ type fleet struct {
 	maxConc       int
 	leases        *lease.Table
 	nodes         map[string]*fleetNode
+	// taken reports shards held outside the fleet (Shardman workers); nil:
+	// none. They are never assigned to a node.
+	taken func(shard int) bool
 }
 
 type fleetNode struct {
@@ -123,6 +126,9 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 				o.Revoke = append(o.Revoke, m.Shard)
 			}
 		case m.To == id && m.From == "":
+			if f.taken != nil && f.taken(m.Shard) {
+				continue
+			}
 			l, err := f.leases.Acquire(now, m.Shard, id)
 			if err != nil {
 				continue // taken meanwhile; the next heartbeat plans again

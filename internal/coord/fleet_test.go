@@ -122,3 +122,20 @@ func o2held(f *fleet, id string) (out []heldShard) {
 	}
 	return out
 }
+
+// TestShardmanAndNodesShareShards: a shard a Shardman worker holds is not
+// assigned to a node, and one a node holds is not handed out by /connect.
+func TestShardmanAndNodesShareShards(t *testing.T) {
+	c := newTest(t, func(c *Config) { c.ShardCount = 2 })
+	code, _, body := do(c, "GET", "/connect", testTokens.Worker, "", "")
+	if code != 200 || !strings.Contains(body, `"shard_id":0`) {
+		t.Fatalf("connect: %d %s", code, body)
+	}
+	code, _, body = do(c, "POST", "/v1/nodes/a/heartbeat", bearer(testTokens.Node), "application/json", `{"shards":[]}`)
+	if code != 200 || !strings.Contains(body, `"assign":[{"shard":1,`) {
+		t.Errorf("node heartbeat: %d %s, want only shard 1 assigned", code, body)
+	}
+	if code, _, body := do(c, "GET", "/connect", testTokens.Worker, "", ""); code != 401 {
+		t.Errorf("connect with shard 1 leased to a node: %d %s, want 401 (none free)", code, body)
+	}
+}
