@@ -4,23 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/client"
-	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
-	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
-	"github.com/gatehouse-dev/gatehouse/internal/gateway"
 )
 
 const demoSummary = `Run the whole stack in one process against the built-in Discord simulator, no token
@@ -62,11 +54,6 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		*dataDir = dir
 	}
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
 	// The simulated Discord.
 	simSrv, err := sim.New(sim.Config{Guilds: *guilds, MaxConcurrency: *maxConc, EventRate: *rate, IdentifyInterval: *interval,
 		Logger: log.With("part", "sim")})
@@ -77,122 +64,24 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	wg.Go(func() { simSrv.Serve(simLn) })
+	simDone := make(chan struct{})
+	go func() { defer close(simDone); simSrv.Serve(simLn) }()
 	defer func() {
 		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer scancel()
 		simSrv.Shutdown(sctx)
+		<-simDone
 	}()
 	api := "http://" + simLn.Addr().String() + "/api/v10"
-	const botToken = "sim-token"
-	hc := &http.Client{Timeout: 30 * time.Second}
-	fetch := func(ctx context.Context) (discord.GatewayBot, error) {
-		return gateway.FetchGatewayBot(ctx, hc, api, botToken)
-	}
-	gb, err := fetch(ctx)
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-
-	// The coordinator.
+	shards := (*guilds + 999) / 1000
+	fmt.Fprintf(stdout, "gatehouse demo: simulated bot in %d guilds, %d shards, max_concurrency %d (Discord simulator at %s)\n",
+		*guilds, shards, *maxConc, api)
 	tokens := coord.Tokens{Admin: envOr("GATEHOUSE_ADMIN_TOKEN", randomToken()), Node: os.Getenv("GATEHOUSE_NODE_TOKEN"),
 		Worker: os.Getenv("GATEHOUSE_WORKER_TOKEN"), Status: envOr("GATEHOUSE_STATUS_TOKEN", randomToken())}
-	ssl := gb.SessionStartLimit
-	co, err := coord.New(coord.Config{Tokens: tokens, ShardCount: gb.Shards, MaxConcurrency: ssl.MaxConcurrency,
-		IdentifyInterval: *interval, SessionStarts: ssl.Remaining, SessionReset: time.Now().Add(time.Duration(ssl.ResetAfter) * time.Millisecond),
-		GatewayBot: fetch, Logger: log.With("part", "coordinator")})
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	coLn, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("demo: -listen: %w", err)
-	}
-	httpSrv := &http.Server{Handler: co.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return runCtx }, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	wg.Go(func() { co.Run(runCtx) })
-	wg.Go(func() {
-		if err := httpSrv.Serve(coLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("coordinator API", "err", err)
-		}
-	})
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer scancel()
-		httpSrv.Shutdown(sctx)
-	}()
-
-	// Embedded JetStream.
-	b, err := natsbroker.Open(ctx, natsbroker.Config{DataDir: *dataDir, Listen: *natsListen, Name: "gatehouse-demo", Logger: log.With("part", "nats")})
-	if err != nil {
-		return fmt.Errorf("demo: broker (is -nats-listen %s free?): %w", *natsListen, err)
-	}
-	defer b.Close()
-
-	// The gateway node, identifying through the coordinator's queue.
-	node, err := gateway.New(gateway.Config{API: api, Token: botToken, ShardCount: gb.Shards, Publisher: b, Store: b,
-		Gate: co.Gate(), IdentifyInterval: *interval, Logger: log.With("part", "gateway")})
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-
-	fmt.Fprintf(stdout, "gatehouse demo: simulated bot in %d guilds, %d shards, max_concurrency %d (Discord simulator at %s)\n",
-		*guilds, gb.Shards, ssl.MaxConcurrency, api)
-	fmt.Fprintf(stdout, "gatehouse demo: coordinator API at http://%s (OpenAPI at /openapi.json; status token %s)\n", coLn.Addr(), tokens.Status)
-	fmt.Fprintf(stdout, "gatehouse demo: NATS at %s; watch the events with: gatehouse tail -nats %s -count\n", b.ClientURL(), b.ClientURL())
-	rounds := (gb.Shards + ssl.MaxConcurrency - 1) / ssl.MaxConcurrency
-	plural := "s"
-	if rounds == 1 {
-		plural = ""
-	}
-	fmt.Fprintf(stdout, "gatehouse demo: starting %d shards in %d identify round%s, %v apart\n", gb.Shards, rounds, plural, *interval)
-
-	// The sample consumer.
-	var consumed atomic.Int64
-	cl, err := client.Connect(ctx, client.Config{URL: b.ClientURL(), Consumer: "gatehouse-demo", Logger: log.With("part", "consumer")})
-	if err != nil {
-		return fmt.Errorf("demo: consumer: %w", err)
-	}
-	defer cl.Close()
-	nodeDone := make(chan error, 1)
-	wg.Go(func() { nodeDone <- node.Run(runCtx) })
-	wg.Go(func() {
-		err := cl.Consume(runCtx, func(context.Context, *client.Event) error { consumed.Add(1); return nil })
-		if err != nil && runCtx.Err() == nil {
-			log.Error("sample consumer stopped", "err", err)
-		}
-	})
-
-	start := time.Now()
-	tick := time.NewTicker(*every)
-	defer tick.Stop()
-	last, lastAt := int64(0), start
-	for {
-		select {
-		case <-ctx.Done():
-			cancel()
-			return <-nodeDone
-		case err := <-nodeDone:
-			cancel()
-			return err
-		case now := <-tick.C:
-			n := consumed.Load()
-			ready := 0
-			for _, s := range node.Status() {
-				if s.State == "ready" {
-					ready++
-				}
-			}
-			q := co.Status().Identify
-			waiting := 0
-			for _, bk := range q.Buckets {
-				waiting += bk.Waiting
-			}
-			fmt.Fprintf(stdout, "%5.0fs  shards ready %d/%d  identify queue %d waiting, %d session starts left  %6.0f events/s reach the consumer (%d in all)\n",
-				now.Sub(start).Seconds(), ready, gb.Shards, waiting, q.Remaining, float64(n-last)/now.Sub(lastAt).Seconds(), n)
-			last, lastAt = n, now
-		}
-	}
+	fmt.Fprintf(stdout, "gatehouse demo: status token %s (read-only API access)\n", tokens.Status)
+	return runStack(ctx, stackConfig{name: "demo", api: api, botToken: "sim-token", tokens: tokens,
+		identifyInterval: *interval, listen: *listen, natsListen: *natsListen, dataDir: *dataDir,
+		consumer: true, every: *every, log: log}, stdout)
 }
 
 func envOr(name, def string) string {

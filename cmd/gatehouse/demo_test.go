@@ -27,7 +27,8 @@ func TestDemo(t *testing.T) {
 			"-max-concurrency", "2", "-identify-interval", "200ms", "-rate", "50", "-report-every", "200ms"}, pw, &stderr)
 		pw.Close()
 	}()
-	api := regexp.MustCompile(`coordinator API at (http://\S+) .*status token (\w+)\)`)
+	api := regexp.MustCompile(`coordinator API at (http://\S+) `)
+	tok := regexp.MustCompile(`status token (\w+) `)
 	live := regexp.MustCompile(`shards ready (\d+)/3 .*\((\d+) in all\)`)
 	var url, token string
 	sc := bufio.NewScanner(pr)
@@ -39,7 +40,10 @@ func TestDemo(t *testing.T) {
 		line := sc.Text()
 		lines = append(lines, line)
 		if m := api.FindStringSubmatch(line); m != nil {
-			url, token = m[1], m[2]
+			url = m[1]
+		}
+		if m := tok.FindStringSubmatch(line); m != nil {
+			token = m[1]
 		}
 		if m := live.FindStringSubmatch(line); m != nil {
 			if n, _ := strconv.Atoi(m[2]); m[1] == "3" && n > 3000 { // past the 3,000 GUILD_CREATEs

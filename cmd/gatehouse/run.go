@@ -18,6 +18,7 @@ type command struct {
 
 var commands = []command{
 	{"demo", "run everything in one process against the simulator: no token needed", runDemo},
+	{"serve", "run NATS, the coordinator and a gateway node in one process against Discord", runServe},
 	{"sim", "run the Discord simulator (REST + gateway) for offline tests", runSim},
 	{"gateway", "run a gateway node: shard sessions published to NATS JetStream", runGateway},
 	{"tail", "print events from the stream as JSON lines, or a running summary", runTail},

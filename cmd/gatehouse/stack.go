@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/client"
+	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
+	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
+	"github.com/gatehouse-dev/gatehouse/internal/gateway"
+)
+
+// stackConfig is one process running the whole stack: embedded NATS, the
+// coordinator's API and a gateway node that runs every shard and
+// identifies through the coordinator's queue.
+type stackConfig struct {
+	name             string // "demo" or "serve", in messages
+	api, botToken    string
+	shardCount       int // 0: Discord's recommendation
+	tokens           coord.Tokens
+	identifyInterval time.Duration
+	compression      codec.Compression // zero: zlib-stream
+	noCompression    bool
+	intents          discord.Intents
+	listen           string // coordinator API
+	natsListen       string
+	dataDir          string
+	consumer         bool          // run a sample consumer and count what reaches it
+	every            time.Duration // live line period; 0: none
+	log              *slog.Logger
+}
+
+// runStack runs the stack until ctx ends.
+func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
+	hc := &http.Client{Timeout: 30 * time.Second}
+	fetch := func(ctx context.Context) (discord.GatewayBot, error) {
+		return gateway.FetchGatewayBot(ctx, hc, sc.api, sc.botToken)
+	}
+	gb, err := fetch(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", sc.name, err)
+	}
+	count := sc.shardCount
+	if count == 0 {
+		count = gb.Shards
+	}
+	ssl := gb.SessionStartLimit
+	mc := max(ssl.MaxConcurrency, 1)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	co, err := coord.New(coord.Config{Tokens: sc.tokens, ShardCount: count, MaxConcurrency: mc,
+		IdentifyInterval: sc.identifyInterval, SessionStarts: ssl.Remaining,
+		SessionReset: time.Now().Add(time.Duration(ssl.ResetAfter) * time.Millisecond),
+		GatewayBot:   fetch, Logger: sc.log.With("part", "coordinator")})
+	if err != nil {
+		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
+	}
+	coLn, err := net.Listen("tcp", sc.listen)
+	if err != nil {
+		return fmt.Errorf("%s: -listen: %w", sc.name, err)
+	}
+	httpSrv := &http.Server{Handler: co.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return runCtx }, ErrorLog: slog.NewLogLogger(sc.log.Handler(), slog.LevelDebug)}
+	wg.Go(func() { co.Run(runCtx) })
+	wg.Go(func() {
+		if err := httpSrv.Serve(coLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			sc.log.Error("coordinator API", "err", err)
+		}
+	})
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer scancel()
+		httpSrv.Shutdown(sctx)
+	}()
+
+	b, err := natsbroker.Open(ctx, natsbroker.Config{DataDir: sc.dataDir, Listen: sc.natsListen, Name: "gatehouse-" + sc.name, Logger: sc.log.With("part", "nats")})
+	if err != nil {
+		return fmt.Errorf("%s: broker (is -nats-listen %s free?): %w", sc.name, sc.natsListen, err)
+	}
+	defer b.Close()
+
+	node, err := gateway.New(gateway.Config{API: sc.api, Token: sc.botToken, ShardCount: count, Publisher: b, Store: b,
+		Gate: co.Gate(), IdentifyInterval: sc.identifyInterval, Compression: sc.compression, NoCompression: sc.noCompression, Intents: sc.intents,
+		Logger: sc.log.With("part", "gateway")})
+	if err != nil {
+		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
+	}
+	fmt.Fprintf(stdout, "gatehouse %s: coordinator API at http://%s (OpenAPI at /openapi.json)\n", sc.name, coLn.Addr())
+	fmt.Fprintf(stdout, "gatehouse %s: NATS at %s; watch the events with: gatehouse tail -nats %s -count\n", sc.name, b.ClientURL(), b.ClientURL())
+	rounds := (count + mc - 1) / mc
+	plural := "s"
+	if rounds == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(stdout, "gatehouse %s: starting %d shards in %d identify round%s, %v apart\n", sc.name, count, rounds, plural, sc.identifyInterval)
+
+	var consumed atomic.Int64
+	if sc.consumer {
+		cl, err := client.Connect(ctx, client.Config{URL: b.ClientURL(), Consumer: "gatehouse-" + sc.name, Logger: sc.log.With("part", "consumer")})
+		if err != nil {
+			return fmt.Errorf("%s: consumer: %w", sc.name, err)
+		}
+		defer cl.Close()
+		wg.Go(func() {
+			err := cl.Consume(runCtx, func(context.Context, *client.Event) error { consumed.Add(1); return nil })
+			if err != nil && runCtx.Err() == nil {
+				sc.log.Error("sample consumer stopped", "err", err)
+			}
+		})
+	}
+	nodeDone := make(chan error, 1)
+	wg.Go(func() { nodeDone <- node.Run(runCtx) })
+
+	var tick <-chan time.Time
+	if sc.every > 0 {
+		t := time.NewTicker(sc.every)
+		defer t.Stop()
+		tick = t.C
+	}
+	start := time.Now()
+	last, lastAt := int64(0), start
+	for {
+		select {
+		case <-ctx.Done():
+			cancel()
+			return <-nodeDone
+		case err := <-nodeDone:
+			cancel()
+			return err
+		case now := <-tick:
+			ready := 0
+			for _, s := range node.Status() {
+				if s.State == "ready" {
+					ready++
+				}
+			}
+			q := co.Status().Identify
+			waiting := 0
+			for _, bk := range q.Buckets {
+				waiting += bk.Waiting
+			}
+			line := fmt.Sprintf("%5.0fs  shards ready %d/%d  identify queue %d waiting, %d session starts left",
+				now.Sub(start).Seconds(), ready, count, waiting, q.Remaining)
+			if sc.consumer {
+				n := consumed.Load()
+				line += fmt.Sprintf("  %6.0f events/s reach the consumer (%d in all)", float64(n-last)/now.Sub(lastAt).Seconds(), n)
+				last, lastAt = n, now
+			} else {
+				line += fmt.Sprintf("  %d events published", node.Stats().Published)
+			}
+			fmt.Fprintln(stdout, line)
+		}
+	}
+}
