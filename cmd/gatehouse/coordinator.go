@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
@@ -45,6 +46,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		aligned    = fs.Bool("bucket-aligned", false, "keep each identify bucket's shards on one gateway node where capacity allows")
 		connects   = fs.Int("connects-per-minute", 120, "Shardman connects allowed per client IP per minute")
 		queueOpen  = fs.Bool("queue-open", false, "serve twilight's /queue without a token, as the original does (private networks only)")
+		natsURL    = fs.String("nats", "", "where to keep the coordinator's state (leases, token counter): embedded (run NATS JetStream in this process, which nodes and workers can share), a nats:// `URL`, or empty for memory only")
+		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "with -nats embedded: TCP `HOST:PORT` gateway nodes and workers connect to")
+		dataDir    = fs.String("data-dir", "gatehouse-data", "with -nats embedded: JetStream store `directory`")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	)
 	if err := parseFlags(fs, args); err != nil {
@@ -102,9 +106,34 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	} else if cfg.ShardCount == 0 {
 		return usageError{"coordinator: -shard-count auto needs the bot token; pass a number, or -token"}
 	}
+	if *natsURL != "" {
+		bcfg := natsbroker.Config{Name: "gatehouse-coordinator", Logger: log}
+		if *natsURL == "embedded" {
+			if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+				return fmt.Errorf("coordinator: -data-dir: %w", err)
+			}
+			bcfg.DataDir, bcfg.Listen = *dataDir, *natsListen
+		} else {
+			bcfg.URL = *natsURL
+		}
+		b, err := natsbroker.Open(ctx, bcfg)
+		if err != nil {
+			return fmt.Errorf("coordinator: -nats: %w", err)
+		}
+		defer b.Close()
+		cfg.State = b
+		if *natsURL == "embedded" {
+			fmt.Fprintf(stdout, "gatehouse coordinator: NATS at %s\n", b.ClientURL())
+		}
+	} else {
+		log.Warn("no -nats: leases live in memory; a restarted coordinator adopts what nodes report, with new tokens")
+	}
 	c, err := coord.New(cfg)
 	if err != nil {
 		return usageError{"coordinator: " + err.Error()}
+	}
+	if err := c.Load(ctx); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -3,8 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,7 +118,8 @@ func buildExe(t *testing.T) string {
 // -shards assigned, as separate processes, run 64 shards at
 // max_concurrency 16 with zero identify violations. Node a is killed with
 // SIGKILL: its shards RESUME on node b within the lease TTL plus 2 s, with
-// no new IDENTIFY, and the stream has no gap and no duplicate.
+// no new IDENTIFY. The coordinator then restarts from its state in KV and
+// nothing moves. The stream has no gap and no duplicate.
 func TestFailoverEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs five processes")
@@ -130,9 +135,20 @@ func TestFailoverEndToEnd(t *testing.T) {
 
 	broker, natsLine := startProc(t, exe, nil, "gatehouse broker: NATS at ", "broker", "-listen", "127.0.0.1:0", "-data-dir", t.TempDir(), "-log-level", "warn")
 	natsURL, _, _ := strings.Cut(natsLine, ",")
-	coord, apiLine := startProc(t, exe, env, "gatehouse coordinator: API on ", "coordinator", "-listen", "127.0.0.1:0",
-		"-api", api, "-token", "sim-token", "-identify-interval", "300ms", "-lease-ttl", ttl.String(), "-log-level", "warn")
-	coordURL, _, _ := strings.Cut(apiLine, " ")
+	// A fixed port, so a restarted coordinator is found at the same URL.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	coordAddr := ln.Addr().String()
+	ln.Close()
+	startCoord := func() *proc {
+		p, _ := startProc(t, exe, env, "gatehouse coordinator: API on ", "coordinator", "-listen", coordAddr, "-nats", natsURL,
+			"-api", api, "-token", "sim-token", "-identify-interval", "300ms", "-lease-ttl", ttl.String(), "-log-level", "warn")
+		return p
+	}
+	coord := startCoord()
+	coordURL := "http://" + coordAddr
 	node := func(id string) *proc {
 		p, _ := startProc(t, exe, env, "gatehouse gateway: ", "gateway", "-api", api, "-token", "sim-token",
 			"-shards", "assigned", "-shard-count", "64", "-coordinator", coordURL, "-nats", natsURL, "-node-id", id,
@@ -172,6 +188,21 @@ func TestFailoverEndToEnd(t *testing.T) {
 	}
 	if after.IdentifyViolations != 0 {
 		t.Errorf("%d identify violations: %v", after.IdentifyViolations, after.Violations)
+	}
+
+	// The coordinator restarts from its state in KV: node b keeps every
+	// shard under the same leases, so nothing moves.
+	tokensBefore := leaseTokens(t, coordURL)
+	coord.stop(t)
+	coord = startCoord()
+	time.Sleep(2 * ttl)
+	if tokensAfter := leaseTokens(t, coordURL); !maps.Equal(tokensBefore, tokensAfter) || len(tokensAfter) != 64 {
+		t.Errorf("lease tokens changed across the coordinator restart:\nbefore %v\nafter  %v", tokensBefore, tokensAfter)
+	}
+	restarted := srv.Stats()
+	if restarted.Connections != 64 || restarted.Resumes != after.Resumes || restarted.Identifies != after.Identifies {
+		t.Errorf("after a coordinator restart: %d connections, %d resumes, %d identifies; want 64 and no change (%d, %d)",
+			restarted.Connections, restarted.Resumes, restarted.Identifies, after.Resumes, after.Identifies)
 	}
 	b.stop(t)
 	coord.stop(t)
@@ -223,4 +254,28 @@ func waitStatsFor(t *testing.T, srv *sim.Server, d time.Duration, what string, c
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// leaseTokens returns the coordinator's live leases: shard → token.
+func leaseTokens(t *testing.T, base string) map[int]uint64 {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", base+"/v1/leases", nil)
+	req.Header.Set("Authorization", "Bearer admin-e2e")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ls []struct {
+		Shard int    `json:"shard"`
+		Token uint64 `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ls); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/leases: %d %v", resp.StatusCode, err)
+	}
+	out := map[int]uint64{}
+	for _, l := range ls {
+		out[l.Shard] = l.Token
+	}
+	return out
 }

@@ -64,6 +64,9 @@ type Config struct {
 	// ConnectsPerMinute caps Shardman connects and push-channel connections
 	// per client IP. Default 120.
 	ConnectsPerMinute int
+	// State keeps the leases and the token counter across restarts (see
+	// Load); nil keeps them in memory only.
+	State StateStore
 	// Logger receives the coordinator's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -178,9 +181,11 @@ func (c *Coordinator) Handler() http.Handler { return c.mux }
 // tick is how often Run expires leases and health.
 const tick = time.Second
 
-// Run runs the coordinator's timers until ctx ends: it frees the shards of
-// Shardman workers that stopped beating, marks silent glance shards
-// unhealthy, and refreshes the session-start budget.
+// Run runs the coordinator's timers until ctx ends: it expires the leases
+// of silent nodes, frees the shards of Shardman workers that stopped
+// beating, marks silent glance shards unhealthy, refreshes the
+// session-start budget, and saves changed state every second (and once
+// more at the end).
 func (c *Coordinator) Run(ctx context.Context) error {
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -191,8 +196,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		if c.cfg.GatewayBot != nil && !now.Before(nextRefresh) {
 			nextRefresh = now.Add(c.refreshBudget(ctx, now))
 		}
+		c.save(ctx, false)
 		select {
 		case <-ctx.Done():
+			c.save(context.WithoutCancel(ctx), false)
 			return nil
 		case <-t.C:
 		}

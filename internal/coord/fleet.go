@@ -24,6 +24,8 @@ type fleet struct {
 	maxConc       int
 	leases        *lease.Table
 	nodes         map[string]*fleetNode
+	// dirty says the leases changed since the state was last saved.
+	dirty bool
 	// taken reports shards held outside the fleet (Shardman workers); nil:
 	// none. They are never assigned to a node.
 	taken func(shard int) bool
@@ -89,6 +91,7 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 		}
 	}
 	f.expire(now)
+	f.dirty = true // renewals move expiry times, at least
 	n := f.nodes[id]
 	if n == nil {
 		n = &fleetNode{}
@@ -168,13 +171,18 @@ func (f *fleet) expire(now time.Time) []lease.Lease {
 			delete(f.nodes, id)
 		}
 	}
-	return f.leases.Expire(now)
+	expired := f.leases.Expire(now)
+	if len(expired) > 0 {
+		f.dirty = true
+	}
+	return expired
 }
 
 // leave releases everything node id holds (a graceful shutdown, after the
 // node saved its sessions) and forgets the node.
 func (f *fleet) leave(id string) []lease.Lease {
 	delete(f.nodes, id)
+	f.dirty = true
 	return f.leases.ReleaseHolder(id)
 }
 

@@ -11,7 +11,9 @@
 //     published twice under the same Nats-Msg-Id is stored once;
 //   - the session bucket (Config.SessionBucket, default
 //     "gatehouse_sessions"), a key-value bucket with history 1 keyed
-//     "<num_shards>.<shard>" and holding broker.SessionState as JSON.
+//     "<num_shards>.<shard>" and holding broker.SessionState as JSON, plus
+//     the key "coordinator" holding the coordinator's state (leases and the
+//     fencing-token counter).
 //
 // # Publishing
 //

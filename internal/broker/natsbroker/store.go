@@ -127,3 +127,35 @@ func parseSeq(v string) (int64, error) {
 	}
 	return n, nil
 }
+
+// coordinatorKey is the session bucket's key for the coordinator's state.
+// Session keys are "<num_shards>.<shard>", so it cannot clash.
+const coordinatorKey = "coordinator"
+
+// SaveCoordinator stores the coordinator's state (opaque to the broker) in
+// the session bucket.
+func (b *Broker) SaveCoordinator(ctx context.Context, state []byte) error {
+	if b.isClosed() {
+		return broker.ErrClosed
+	}
+	if _, err := b.kv.Put(ctx, coordinatorKey, state); err != nil {
+		return fmt.Errorf("natsbroker: save coordinator state: %w", err)
+	}
+	return nil
+}
+
+// LoadCoordinator returns the coordinator's saved state, or nil when none
+// was saved.
+func (b *Broker) LoadCoordinator(ctx context.Context) ([]byte, error) {
+	if b.isClosed() {
+		return nil, broker.ErrClosed
+	}
+	ent, err := b.kv.Get(ctx, coordinatorKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: load coordinator state: %w", err)
+	}
+	return ent.Value(), nil
+}

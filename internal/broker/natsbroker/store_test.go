@@ -146,3 +146,21 @@ func TestParseSeq(t *testing.T) {
 		}
 	}
 }
+
+func TestCoordinatorState(t *testing.T) {
+	b := openTest(t, Config{})
+	ctx := testCtx(t)
+	if got, err := b.LoadCoordinator(ctx); got != nil || err != nil {
+		t.Fatalf("before save: %q, %v; want nil, nil", got, err)
+	}
+	if err := b.SaveCoordinator(ctx, []byte(`{"next_token":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.LoadCoordinator(ctx); string(got) != `{"next_token":7}` || err != nil {
+		t.Errorf("after save: %q, %v", got, err)
+	}
+	// It does not disturb the sessions.
+	if _, err := b.LoadSession(ctx, 0, 1); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("LoadSession(0, 1) = %v, want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,97 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// memState is a StateStore in memory.
+type memState struct {
+	mu   sync.Mutex
+	data []byte
+}
+
+func (m *memState) LoadCoordinator(context.Context) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.data, nil
+}
+
+func (m *memState) SaveCoordinator(_ context.Context, b []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.data = append([]byte(nil), b...)
+	return nil
+}
+
+// TestStateSurvivesRestart: a restarted coordinator keeps the nodes'
+// leases and tokens, and never issues a token twice.
+func TestStateSurvivesRestart(t *testing.T) {
+	store := &memState{}
+	mk := func() *Coordinator {
+		c := newTest(t, func(c *Config) { c.ShardCount = 4; c.State = store })
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	beat := func(c *Coordinator, node, body string) nodeOrders {
+		t.Helper()
+		code, _, out := do(c, "POST", "/v1/nodes/"+node+"/heartbeat", bearer(testTokens.Node), "application/json", body)
+		var o nodeOrders
+		if err := json.Unmarshal([]byte(out), &o); code != 200 || err != nil {
+			t.Fatalf("heartbeat: %d %s", code, out)
+		}
+		return o
+	}
+	c1 := mk()
+	o := beat(c1, "a", `{"shards":[]}`)
+	if len(o.Assign) != 4 {
+		t.Fatalf("first heartbeat assigned %v", o.Assign)
+	}
+	c1.save(t.Context(), false)
+
+	c2 := mk()
+	held, _ := json.Marshal(nodeBeat{Shards: o.Assign[:2]}) // a gave two back meanwhile
+	o2 := beat(c2, "a", strings.Replace(string(held), `"released":null`, `"released":[]`, 1))
+	if len(o2.Revoke) != 0 || len(o2.Renewed) != 2 || o2.Renewed[0] != o.Assign[0] || o2.Renewed[1] != o.Assign[1] {
+		t.Errorf("after the restart: renewed %v revoke %v; want the same two tokens, nothing revoked", o2.Renewed, o2.Revoke)
+	}
+	// Shards 2 and 3 are still leased to a until it says otherwise or the
+	// lease expires; a new node gets nothing yet.
+	if o3 := beat(c2, "b", `{}`); len(o3.Assign) != 0 {
+		t.Errorf("b got %v while a's leases live", o3.Assign)
+	}
+	rel, _ := json.Marshal(nodeBeat{Shards: o.Assign[:2], Released: o.Assign[2:]})
+	beat(c2, "a", string(rel))
+	o4 := beat(c2, "b", `{}`)
+	if len(o4.Assign) != 2 {
+		t.Fatalf("b after a released two: %v", o4.Assign)
+	}
+	for _, h := range o4.Assign {
+		if h.Token <= 4 {
+			t.Errorf("new lease token %d was issued before the restart", h.Token)
+		}
+	}
+}
+
+func TestStateOtherShardCount(t *testing.T) {
+	store := &memState{data: []byte(`{"version":1,"shard_count":8,"next_token":10,"leases":[{"Shard":5,"Holder":"a","Token":9,"Granted":"2026-01-01T00:00:00Z","Expires":"2999-01-01T00:00:00Z"}]}`)}
+	c := newTest(t, func(c *Config) { c.ShardCount = 4; c.State = store })
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(c.Status().Leases); n != 0 {
+		t.Errorf("%d leases restored from another shard count", n)
+	}
+	if next := c.fleet.leases.NextToken(); next != 10 {
+		t.Errorf("next token %d, want 10 kept", next)
+	}
+	bad := newTest(t, func(c *Config) { c.State = &memState{data: []byte(`{"version":99}`)} })
+	if err := bad.Load(t.Context()); err == nil || !strings.Contains(err.Error(), "version 99") {
+		t.Errorf("unknown version: %v", err)
+	}
+}
