@@ -97,6 +97,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		if cfg.ShardCount == 0 {
 			cfg.ShardCount = gb.Shards
 		}
+		cfg.Recommended = gb.Shards
 		if cfg.MaxConcurrency == 0 {
 			cfg.MaxConcurrency = gb.SessionStartLimit.MaxConcurrency
 		}

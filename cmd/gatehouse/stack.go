@@ -62,7 +62,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	co, err := coord.New(coord.Config{Tokens: sc.tokens, ShardCount: count, MaxConcurrency: mc,
+	co, err := coord.New(coord.Config{Tokens: sc.tokens, ShardCount: count, MaxConcurrency: mc, Recommended: gb.Shards,
 		IdentifyInterval: sc.identifyInterval, SessionStarts: ssl.Remaining,
 		SessionReset: time.Now().Add(time.Duration(ssl.ResetAfter) * time.Millisecond),
 		GatewayBot:   fetch, Logger: sc.log.With("part", "coordinator")})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/identify"
+	"github.com/gatehouse-dev/gatehouse/internal/shard"
 )
 
 // Config configures a Coordinator. Zero values take the documented
@@ -30,6 +31,9 @@ type Config struct {
 	// IdentifyMargin is added to every window against clock and network
 	// jitter. Default 25ms; negative means none.
 	IdentifyMargin time.Duration
+	// Recommended is Discord's recommended shard count (/gateway/bot's
+	// shards), for the planner; GatewayBot refreshes it. 0: unknown.
+	Recommended int
 	// SessionStarts is the session-start budget left, with SessionReset when
 	// it resets (from /gateway/bot). Negative: not tracked until GatewayBot
 	// reports it.
@@ -129,6 +133,11 @@ type Coordinator struct {
 	glance   glanceBoard
 	shardman *shardman
 	fleet    *fleet
+	planner  *shard.Planner
+	plan     shard.State // the planner's state between plans
+	// recommended is Discord's recommended shard count, from /gateway/bot;
+	// 0 until known.
+	recommended int
 }
 
 // New validates cfg and returns a Coordinator.
@@ -145,8 +154,12 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
+	planner, err := shard.NewPlanner(shard.Config{})
+	if err != nil {
+		return nil, err
+	}
 	c := &Coordinator{
-		cfg: cfg, log: cfg.Logger, keys: keys, fleet: fl,
+		cfg: cfg, log: cfg.Logger, keys: keys, fleet: fl, planner: planner, recommended: cfg.Recommended,
 		gate:     identify.NewLocalGate(identify.NewScheduler(cfg.MaxConcurrency, cfg.IdentifyInterval, cfg.IdentifyMargin, cfg.SessionStarts, cfg.SessionReset)),
 		fails:    ipLimiter{Max: cfg.AuthFailures, Window: time.Minute, MaxIPs: 100_000},
 		connects: ipLimiter{Max: cfg.ConnectsPerMinute, Window: time.Minute, MaxIPs: 100_000},
@@ -237,6 +250,9 @@ func (c *Coordinator) refreshBudget(ctx context.Context, now time.Time) time.Dur
 		return time.Minute
 	}
 	ssl := gb.SessionStartLimit
+	c.mu.Lock()
+	c.recommended = gb.Shards
+	c.mu.Unlock()
 	reset := time.Duration(ssl.ResetAfter) * time.Millisecond
 	c.gate.SetBudget(ssl.Remaining, now.Add(reset))
 	if gb.SessionStartLimit.MaxConcurrency > 0 && gb.SessionStartLimit.MaxConcurrency != c.cfg.MaxConcurrency {

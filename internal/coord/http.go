@@ -31,6 +31,7 @@ func (c *Coordinator) routes() []route {
 		{method: "GET", pattern: "/v1/status", role: RoleStatus, h: c.status},
 		{method: "GET", pattern: "/v1/guilds/{guild}", role: RoleStatus, h: c.guildLookup},
 		{method: "GET", pattern: "/v1/identify", role: RoleStatus, h: c.identifyState},
+		{method: "GET", pattern: "/v1/planner", role: RoleStatus, h: c.plannerState},
 		{method: "POST", pattern: "/v1/identify/{shard}", role: RoleWorker, h: c.identifyWait},
 		{method: "POST", pattern: "/v1/identify/{shard}/ready", role: RoleWorker, h: c.identifyReady},
 		{method: "POST", pattern: "/v1/nodes/{node}/heartbeat", role: RoleNode, h: c.nodeHeartbeat},
@@ -196,6 +197,17 @@ func (c *Coordinator) queueState() queueState {
 	return q
 }
 
+// guildAnswer is the answer of GET /v1/guilds/{guild}.
+type guildAnswer struct {
+	GuildID    string `json:"guild_id"`
+	Shard      int    `json:"shard"`
+	ShardCount int    `json:"shard_count"`
+	// Node is the gateway node holding the shard's lease, if any.
+	Node string `json:"node,omitempty"`
+	// Worker is "shardman" when a Shardman worker holds the shard.
+	Worker string `json:"worker,omitempty"`
+}
+
 // guildLookup answers which shard holds a guild: (guild_id >> 22) % shards.
 func (c *Coordinator) guildLookup(w http.ResponseWriter, r *http.Request) error {
 	id, err := strconv.ParseUint(r.PathValue("guild"), 10, 64)
@@ -203,6 +215,15 @@ func (c *Coordinator) guildLookup(w http.ResponseWriter, r *http.Request) error 
 		return fmt.Errorf("%w: guild %q is not a snowflake", ErrBadRequest, r.PathValue("guild"))
 	}
 	shard := discord.ShardForGuild(discord.Snowflake(id), c.cfg.ShardCount)
-	writeJSON(w, http.StatusOK, map[string]any{"guild_id": strconv.FormatUint(id, 10), "shard": shard, "shard_count": c.cfg.ShardCount})
+	ans := guildAnswer{GuildID: strconv.FormatUint(id, 10), Shard: shard, ShardCount: c.cfg.ShardCount}
+	c.mu.Lock()
+	if l, ok := c.fleet.leases.Get(shard); ok && l.Live(time.Now()) {
+		ans.Node = l.Holder
+	}
+	if s := c.shardman.byShard[shard]; s != nil {
+		ans.Worker = "shardman"
+	}
+	c.mu.Unlock()
+	writeJSON(w, http.StatusOK, ans)
 	return nil
 }

@@ -138,6 +138,9 @@ func (e *validationError) Error() string {
 	return "coord: invalid beat: " + strings.Join(parts, "; ")
 }
 
+// maxGuildCount bounds a reported guild_count (a shard holds at most 2,500).
+const maxGuildCount = 1 << 20
+
 // parseBeat reads a /beat body, JSON or form-encoded. Missing or mistyped
 // fields come back as a validationError listing each.
 func parseBeat(r *http.Request) (shardmanBeat, error) {
@@ -212,7 +215,7 @@ func parseBeat(r *http.Request) (shardmanBeat, error) {
 			} else {
 				ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: "Input should be a valid number, unable to parse string as a number", Type: "float_parsing"})
 			}
-		case integer && (f != math.Trunc(f) || f < 0 || f > math.MaxInt32):
+		case integer && (f != math.Trunc(f) || f < 0 || f > maxGuildCount):
 			ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: "Input should be a valid integer", Type: "int_type"})
 		}
 		return f
