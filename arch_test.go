@@ -69,7 +69,7 @@ var layers = map[string]layer{
 	"internal/shard":             {stdlibOnly: true},
 	"internal/lease":             {imports: []string{"internal/shard"}},
 	"internal/identify":          {imports: []string{"internal/discord"}},
-	"internal/coord/coordclient": {imports: []string{"internal/identify"}},
+	"internal/coord/coordclient": {imports: []string{"internal/identify"}, modules: []string{modWebsocket}},
 	"internal/coord":             {imports: []string{"internal/discord", "internal/shard", "internal/lease", "internal/identify"}, modules: []string{modWebsocket}},
 	"internal/broker":            {modules: []string{modCompress}},
 	"internal/broker/natsbroker": {imports: []string{"internal/broker"}, modules: []string{modNATSServer, modNATSClient}},

@@ -133,6 +133,7 @@ type Coordinator struct {
 	glance   glanceBoard
 	shardman *shardman
 	fleet    *fleet
+	push     pushHub
 	planner  *shard.Planner
 	plan     shard.State // the planner's state between plans
 	// recommended is Discord's recommended shard count, from /gateway/bot;

@@ -24,6 +24,9 @@ type fleet struct {
 	maxConc       int
 	leases        *lease.Table
 	nodes         map[string]*fleetNode
+	// drained are nodes an operator drained (POST /v1/commands), whatever
+	// they report.
+	drained map[string]bool
 	// dirty says the leases changed since the state was last saved.
 	dirty bool
 	// taken reports shards held outside the fleet (Shardman workers); nil:
@@ -33,7 +36,7 @@ type fleet struct {
 
 type fleetNode struct {
 	capacity int
-	draining bool
+	draining bool // as the node reports it
 	lastSeen time.Time
 }
 
@@ -153,7 +156,7 @@ func (f *fleet) plan(now time.Time) (lease.Plan, error) {
 	slices.Sort(ids)
 	for _, id := range ids {
 		n := f.nodes[id]
-		in.Nodes = append(in.Nodes, lease.Node{ID: id, Capacity: n.capacity, Draining: n.draining})
+		in.Nodes = append(in.Nodes, lease.Node{ID: id, Capacity: n.capacity, Draining: n.draining || f.drained[id]})
 	}
 	for _, l := range f.leases.Leases() {
 		if l.Live(now) {
@@ -176,6 +179,30 @@ func (f *fleet) expire(now time.Time) []lease.Lease {
 		f.dirty = true
 	}
 	return expired
+}
+
+// setDrain drains node id (or every known node for "*"), or undrains it.
+func (f *fleet) setDrain(id string, on bool) error {
+	if f.drained == nil {
+		f.drained = map[string]bool{}
+	}
+	ids := []string{id}
+	if id == "*" {
+		ids = ids[:0]
+		for n := range f.nodes {
+			ids = append(ids, n)
+		}
+	} else if len(id) > 128 {
+		return fmt.Errorf("%w: node ID: want 1 to 128 characters", ErrBadRequest)
+	}
+	for _, n := range ids {
+		if on {
+			f.drained[n] = true
+		} else {
+			delete(f.drained, n)
+		}
+	}
+	return nil
 }
 
 // leave releases everything node id holds (a graceful shutdown, after the
@@ -219,7 +246,7 @@ func (f *fleet) status(now time.Time) ([]NodeInfo, []ShardLease) {
 		if shards == nil {
 			shards = []int{}
 		}
-		nodes = append(nodes, NodeInfo{ID: id, Capacity: n.capacity, Draining: n.draining, LastSeen: n.lastSeen.UTC(), Shards: shards})
+		nodes = append(nodes, NodeInfo{ID: id, Capacity: n.capacity, Draining: n.draining || f.drained[id], LastSeen: n.lastSeen.UTC(), Shards: shards})
 	}
 	slices.SortFunc(nodes, func(a, b NodeInfo) int {
 		switch {

@@ -139,3 +139,33 @@ func TestShardmanAndNodesShareShards(t *testing.T) {
 		t.Errorf("connect with shard 1 leased to a node: %d %s, want 401 (none free)", code, body)
 	}
 }
+
+func TestCommandValidation(t *testing.T) {
+	c := newTest(t, nil)
+	for _, tc := range []struct {
+		token, body string
+		want        int
+		msg         string
+	}{
+		{bearer(testTokens.Node), `{"target":"a","type":"drain"}`, 403, "needs admin"},
+		{bearer(testTokens.Admin), `{"type":"drain"}`, 400, "target"},
+		{bearer(testTokens.Admin), `{"target":"a","type":"reboot"}`, 400, "want restart_shard"},
+		{bearer(testTokens.Admin), `{"target":"a","type":"restart_shard"}`, 400, "needs a shard"},
+		{bearer(testTokens.Admin), `{"target":"a","type":"restart_shard","shard":8}`, 400, "needs a shard below 8"},
+		{bearer(testTokens.Admin), `{"target":"a","type":"config"}`, 400, "capacity"},
+		{bearer(testTokens.Admin), `{"target":"a","type":"drain","code":"rm -rf"}`, 400, "unknown field"},
+		{bearer(testTokens.Admin), `{"target":"a","type":"drain"}`, 200, `"delivered":[]`},
+	} {
+		code, _, body := do(c, "POST", "/v1/commands", tc.token, "application/json", tc.body)
+		if code != tc.want || !strings.Contains(body, tc.msg) {
+			t.Errorf("%s: %d %s, want %d with %q", tc.body, code, body, tc.want, tc.msg)
+		}
+	}
+	// The drain holds in the coordinator even though node a was not
+	// connected: its heartbeat shows it draining.
+	do(c, "POST", "/v1/nodes/a/heartbeat", bearer(testTokens.Node), "application/json", `{}`)
+	_, _, body := do(c, "GET", "/v1/nodes", bearer(testTokens.Status), "", "")
+	if !strings.Contains(body, `"draining":true`) {
+		t.Errorf("nodes after a drain: %s", body)
+	}
+}

@@ -36,6 +36,8 @@ func (c *Coordinator) routes() []route {
 		{method: "POST", pattern: "/v1/identify/{shard}/ready", role: RoleWorker, h: c.identifyReady},
 		{method: "POST", pattern: "/v1/nodes/{node}/heartbeat", role: RoleNode, h: c.nodeHeartbeat},
 		{method: "POST", pattern: "/v1/nodes/{node}/leave", role: RoleNode, h: c.nodeLeave},
+		{method: "GET", pattern: "/v1/nodes/{node}/push", role: RoleNode, h: c.pushChannel},
+		{method: "POST", pattern: "/v1/commands", role: RoleAdmin, h: c.postCommand},
 		{method: "GET", pattern: "/v1/nodes", role: RoleStatus, h: c.nodeList},
 		{method: "GET", pattern: "/v1/leases", role: RoleStatus, h: c.leaseList},
 		// twilight gateway-queue: any method.

@@ -54,6 +54,8 @@ type agent struct {
 	node ShardRunner
 
 	mu       sync.Mutex
+	capacity int
+	draining bool           // an operator drained this node
 	tokens   map[int]uint64 // shards running here (or starting, or stopping)
 	removing map[int]bool
 	released []held // stopped and saved, to report
@@ -74,8 +76,11 @@ func (c *Client) RunAgent(ctx context.Context, node ShardRunner, cfg AgentConfig
 	if cfg.FirstInterval <= 0 {
 		cfg.FirstInterval = time.Second
 	}
-	a := &agent{c: c, cfg: cfg, node: node, tokens: map[int]uint64{}, removing: map[int]bool{}}
+	a := &agent{c: c, cfg: cfg, node: node, capacity: cfg.Capacity, tokens: map[int]uint64{}, removing: map[int]bool{}}
 	defer a.wg.Wait()
+	ctx, stop := context.WithCancel(ctx) // ends the push channel when RunAgent returns
+	defer stop()
+	a.wg.Go(func() { a.pushLoop(ctx) })
 	interval, ttl := cfg.FirstInterval, time.Duration(0)
 	lastOK := time.Now()
 	for {
@@ -112,9 +117,10 @@ func (a *agent) beat(ctx context.Context) (orders, error) {
 	a.mu.Lock()
 	body := struct {
 		Capacity int    `json:"capacity"`
+		Draining bool   `json:"draining"`
 		Shards   []held `json:"shards"`
 		Released []held `json:"released"`
-	}{Capacity: a.cfg.Capacity, Shards: []held{}, Released: slices.Clone(a.released)}
+	}{Capacity: a.capacity, Draining: a.draining, Shards: []held{}, Released: slices.Clone(a.released)}
 	for s, t := range a.tokens {
 		body.Shards = append(body.Shards, held{s, t})
 	}

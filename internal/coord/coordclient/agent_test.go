@@ -3,7 +3,10 @@ package coordclient
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,7 +79,7 @@ func TestAgents(t *testing.T) {
 	defer cancel()
 	a, b := newFakeNode(), newFakeNode()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { cancel(); wg.Wait() }()
 	run := func(id string, n *fakeNode) {
 		c := newClient(t, srv.URL, "n")
 		wg.Go(func() {
@@ -127,7 +130,7 @@ func TestAgentGivesBackAFailedShard(t *testing.T) {
 	a := newFakeNode()
 	a.fail = 1
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { cancel(); wg.Wait() }()
 	c := newClient(t, srv.URL, "n")
 	wg.Go(func() { c.RunAgent(ctx, a, AgentConfig{NodeID: "a", FirstInterval: 50 * time.Millisecond}) })
 	waitUntil(t, "a runs shard 0", func() bool { return slices.Equal(a.running(), []int{0}) })
@@ -147,4 +150,52 @@ func TestAgentRefused(t *testing.T) {
 	if err := c.RunAgent(t.Context(), newFakeNode(), AgentConfig{}); !errors.Is(err, ErrRefused) {
 		t.Errorf("no node ID: %v, want ErrRefused", err)
 	}
+}
+
+// TestAgentCommands: commands from the push channel reach the node:
+// restart_shard closes and restarts one shard (same lease), drain moves
+// every shard to another node, undrain rebalances.
+func TestAgentCommands(t *testing.T) {
+	srv := startCoord(t, func(c *coord.Config) { c.ShardCount = 2; c.LeaseTTL = 600 * time.Millisecond }, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	n := newFakeNode()
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	c := newClient(t, srv.URL, "n")
+	wg.Go(func() { c.RunAgent(ctx, n, AgentConfig{NodeID: "a", FirstInterval: 50 * time.Millisecond}) })
+	waitUntil(t, "a runs both shards", func() bool { return len(n.running()) == 2 })
+	command := func(body string) string {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/commands", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer a")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST /v1/commands %s: %d %s", body, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	// The push channel may not be open yet: retry until delivered.
+	waitUntil(t, "restart delivered", func() bool {
+		return strings.Contains(command(`{"target":"a","type":"restart_shard","shard":1}`), `"delivered":["a"]`)
+	})
+	waitUntil(t, "shard 1 restarted", func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.adds == 3 && n.shards[1]
+	})
+	// A draining node keeps its shards until another node can take them.
+	b := newFakeNode()
+	cb := newClient(t, srv.URL, "n")
+	command(`{"target":"a","type":"drain"}`)
+	wg.Go(func() { cb.RunAgent(ctx, b, AgentConfig{NodeID: "b", FirstInterval: 50 * time.Millisecond}) })
+	waitUntil(t, "a drained into b", func() bool { return len(n.running()) == 0 && len(b.running()) == 2 })
+	command(`{"target":"*","type":"undrain"}`)
+	waitUntil(t, "a takes its share again", func() bool { return len(n.running()) == 1 && len(b.running()) == 1 })
+	cancel()
 }

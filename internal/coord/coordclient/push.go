@@ -1,0 +1,174 @@
+package coordclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// command is a typed order from the coordinator's push channel.
+type command struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Shard    *int   `json:"shard,omitempty"`
+	Capacity *int   `json:"capacity,omitempty"`
+}
+
+type commandAck struct {
+	ID    string `json:"id"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// pushLoop keeps the push channel open until ctx ends, reconnecting with
+// backoff, and carries out the commands it brings.
+func (a *agent) pushLoop(ctx context.Context) {
+	backoff := a.c.cfg.RetryMin
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := a.pushOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = a.c.cfg.RetryMin // it was up a while: start over
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		a.c.log.Debug("push channel down; reconnecting", "in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, a.c.cfg.RetryMax)
+	}
+}
+
+// pushOnce runs one push-channel connection.
+func (a *agent) pushOnce(ctx context.Context) error {
+	u := *a.c.base
+	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
+	u.Path += "/v1/nodes/" + url.PathEscape(a.cfg.NodeID) + "/push"
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ws, _, err := websocket.Dial(dctx, u.String(), &websocket.DialOptions{
+		HTTPClient: a.c.cfg.HTTP,
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + a.c.cfg.Token}},
+	})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(4 << 10)
+	for {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			return err
+		}
+		var cmd command
+		if err := json.Unmarshal(data, &cmd); err != nil || cmd.ID == "" {
+			a.c.log.Warn("push channel: unreadable command", "err", err)
+			continue
+		}
+		err = a.run(ctx, cmd)
+		ack := commandAck{ID: cmd.ID, OK: err == nil}
+		if err != nil {
+			ack.Error = err.Error()
+		}
+		b, _ := json.Marshal(ack)
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = ws.Write(wctx, websocket.MessageText, b)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// errUnknownCommand answers a command type this node does not know.
+var errUnknownCommand = errors.New("unknown command")
+
+// run carries out one command.
+func (a *agent) run(ctx context.Context, cmd command) error {
+	a.c.log.Info("command from the coordinator", "id", cmd.ID, "type", cmd.Type)
+	switch cmd.Type {
+	case "restart_shard":
+		if cmd.Shard == nil {
+			return errors.New("restart_shard without a shard")
+		}
+		return a.restart(ctx, []int{*cmd.Shard})
+	case "respawn_all":
+		a.mu.Lock()
+		var shards []int
+		for s := range a.tokens {
+			if !a.removing[s] {
+				shards = append(shards, s)
+			}
+		}
+		a.mu.Unlock()
+		slices.Sort(shards)
+		return a.restart(ctx, shards)
+	case "drain", "undrain":
+		a.mu.Lock()
+		a.draining = cmd.Type == "drain"
+		a.mu.Unlock()
+		return nil
+	case "config":
+		if cmd.Capacity == nil || *cmd.Capacity < 0 {
+			return errors.New("config without a valid capacity")
+		}
+		a.mu.Lock()
+		a.capacity = *cmd.Capacity
+		a.mu.Unlock()
+		return nil
+	}
+	return fmt.Errorf("%w %q", errUnknownCommand, cmd.Type)
+}
+
+// restart closes shards and starts them again: each RESUMEs its session.
+// The leases stay with this node.
+func (a *agent) restart(ctx context.Context, shards []int) error {
+	var errs []error
+	for _, s := range shards {
+		a.mu.Lock()
+		_, ok := a.tokens[s]
+		busy := a.removing[s]
+		if ok && !busy {
+			a.removing[s] = true // no revoke may stop it meanwhile
+		}
+		a.mu.Unlock()
+		if !ok || busy {
+			errs = append(errs, fmt.Errorf("shard %d does not run here", s))
+			continue
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := a.node.Remove(rctx, s)
+		if err == nil {
+			err = a.node.Add(rctx, s)
+		}
+		cancel()
+		a.mu.Lock()
+		delete(a.removing, s)
+		if err != nil {
+			// Not running any more: give the lease back.
+			if tok, ok := a.tokens[s]; ok {
+				delete(a.tokens, s)
+				a.released = append(a.released, held{s, tok})
+			}
+		}
+		a.mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("shard %d: %w", s, err))
+		}
+	}
+	return errors.Join(errs...)
+}
