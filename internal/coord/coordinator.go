@@ -226,6 +226,9 @@ func (c *Coordinator) sweep(now time.Time) {
 	freed := c.shardman.expire(now)
 	unhealthy := c.glance.sweep(now)
 	expired := c.fleet.expire(now)
+	if len(freed) > 0 || len(unhealthy) > 0 {
+		c.fleet.dirty = true
+	}
 	c.mu.Unlock()
 	for _, l := range expired {
 		c.log.Warn("node stopped heartbeating; its shard goes to another node", "shard", l.Shard, "node", l.Holder)

@@ -27,7 +27,8 @@ type fleet struct {
 	// drained are nodes an operator drained (POST /v1/commands), whatever
 	// they report.
 	drained map[string]bool
-	// dirty says the leases changed since the state was last saved.
+	// dirty says the coordinator's state (leases, Shardman sessions,
+	// glance states) changed since it was last saved.
 	dirty bool
 	// taken reports shards held outside the fleet (Shardman workers); nil:
 	// none. They are never assigned to a node.

@@ -181,6 +181,7 @@ func (c *Coordinator) glanceStatus(w http.ResponseWriter, r *http.Request) error
 	}
 	c.mu.Lock()
 	err = c.glance.status(time.Now(), k, GlanceState(n))
+	c.fleet.dirty = true
 	c.mu.Unlock()
 	if err != nil {
 		return err

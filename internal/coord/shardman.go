@@ -280,6 +280,7 @@ func (c *Coordinator) shardmanConnect(w http.ResponseWriter, r *http.Request) er
 	var err error
 	if ok {
 		sess, err = c.shardman.connect(now)
+		c.fleet.dirty = true
 	}
 	c.mu.Unlock()
 	if !ok {

@@ -24,6 +24,28 @@ type savedState struct {
 	ShardCount int           `json:"shard_count"`
 	NextToken  uint64        `json:"next_token"`
 	Leases     []lease.Lease `json:"leases"`
+	// Shardman are the Shardman workers' sessions. Beats are not saved:
+	// a restored session counts from the restore, as if it had just beaten.
+	Shardman []savedSession `json:"shardman,omitempty"`
+	// Glance are the glance shards' states; health reports are not saved
+	// either, and count from the restore.
+	Glance []savedGlance `json:"glance,omitempty"`
+}
+
+type savedSession struct {
+	ID         string          `json:"id"`
+	Shard      int             `json:"shard"`
+	Connected  time.Time       `json:"connected"`
+	GuildCount int             `json:"guild_count"`
+	Latency    float64         `json:"latency"`
+	Extra      json.RawMessage `json:"extra,omitempty"`
+}
+
+type savedGlance struct {
+	Cluster string      `json:"cluster"`
+	ID      int         `json:"id"`
+	State   GlanceState `json:"state"`
+	Changed time.Time   `json:"changed"`
 }
 
 const stateVersion = 1
@@ -53,13 +75,37 @@ func (c *Coordinator) Load(ctx context.Context) error {
 		c.log.Warn("saved leases are for another shard count; dropping them", "saved", st.ShardCount, "now", c.cfg.ShardCount)
 		leases = nil
 	}
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.fleet.leases.Restore(leases, max(st.NextToken, 1)); err != nil {
 		return fmt.Errorf("coord: saved state: %w", err)
 	}
+	sessions := 0
+	for _, ss := range st.Shardman {
+		if ss.Shard < 0 || ss.Shard >= c.cfg.ShardCount || ss.ID == "" || c.shardman.byShard[ss.Shard] != nil {
+			continue // another shard count, or a duplicate
+		}
+		sess := &shardmanSession{id: ss.ID, shard: ss.Shard, connected: ss.Connected, lastBeat: now,
+			guildCount: ss.GuildCount, latency: ss.Latency, extra: ss.Extra}
+		c.shardman.byShard[ss.Shard], c.shardman.byID[ss.ID] = sess, sess
+		sessions++
+	}
+	for _, g := range st.Glance {
+		if g.State < 0 || int(g.State) >= len(glanceNames) {
+			continue
+		}
+		sh, err := c.glance.get(now, glanceKey{g.Cluster, g.ID})
+		if err != nil {
+			break
+		}
+		sh.state, sh.changed = g.State, g.Changed
+		if watched(g.State) {
+			sh.lastHealth = now // the health interval starts again
+		}
+	}
 	c.fleet.dirty = false
-	c.log.Info("state restored", "leases", len(leases), "next_token", st.NextToken)
+	c.log.Info("state restored", "leases", len(leases), "next_token", st.NextToken, "shardman_sessions", sessions, "glance_shards", len(st.Glance))
 	return nil
 }
 
@@ -74,6 +120,14 @@ func (c *Coordinator) save(ctx context.Context, force bool) {
 		return
 	}
 	st := savedState{Version: stateVersion, ShardCount: c.cfg.ShardCount, NextToken: c.fleet.leases.NextToken(), Leases: c.fleet.leases.Leases()}
+	for _, s := range c.shardman.byShard {
+		if s != nil {
+			st.Shardman = append(st.Shardman, savedSession{ID: s.id, Shard: s.shard, Connected: s.connected, GuildCount: s.guildCount, Latency: s.latency, Extra: s.extra})
+		}
+	}
+	for _, g := range c.glance.list() {
+		st.Glance = append(st.Glance, savedGlance{Cluster: g.Cluster, ID: g.ID, State: GlanceState(g.State), Changed: g.Changed})
+	}
 	c.fleet.dirty = false
 	c.mu.Unlock()
 	data, err := json.Marshal(st)

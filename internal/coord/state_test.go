@@ -95,3 +95,33 @@ func TestStateOtherShardCount(t *testing.T) {
 		t.Errorf("unknown version: %v", err)
 	}
 }
+
+// TestStateKeepsShardmanAndGlance: Shardman sessions and glance states
+// survive a coordinator restart; a worker beats on with its session ID.
+func TestStateKeepsShardmanAndGlance(t *testing.T) {
+	store := &memState{}
+	c1 := newTest(t, func(c *Config) { c.State = store })
+	_, _, body := do(c1, "GET", "/connect", testTokens.Worker, "", "")
+	var a struct {
+		SessionID string `json:"session_id"`
+	}
+	json.Unmarshal([]byte(body), &a)
+	do(c1, "POST", "/beat", testTokens.Worker, "application/json", `{"session_id":"`+a.SessionID+`","guild_count":77,"latency":0.2}`)
+	do(c1, "POST", "/api/status/main/3/2", bearer(testTokens.Worker), "", "")
+	c1.save(t.Context(), false)
+
+	c2 := newTest(t, func(c *Config) { c.State = store })
+	if err := c2.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := do(c2, "POST", "/beat", testTokens.Worker, "application/json", `{"session_id":"`+a.SessionID+`","guild_count":78,"latency":0.2}`); code != 204 {
+		t.Errorf("beat after the restart: %d %s, want 204", code, body)
+	}
+	st := c2.Status()
+	if len(st.Shardman) != 1 || st.Shardman[0].GuildCount != 78 || len(st.Glance) != 1 || st.Glance[0].StateName != "offline" {
+		t.Errorf("restored: shardman %+v glance %+v", st.Shardman, st.Glance)
+	}
+	if code, _, _ := do(c2, "GET", "/connect", testTokens.Worker, "", ""); code != 200 {
+		t.Errorf("connect: %d", code) // shard 1 is free; shard 0 is the restored worker's
+	}
+}
