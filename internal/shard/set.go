@@ -56,9 +56,7 @@ func ParseSet(s string, total int) ([]int, error) {
 				return nil, fmt.Errorf("%q: a range is A-B with A <= B", part)
 			}
 		}
-		for i := a; i <= b; i++ {
-			set[i/64] |= 1 << (i % 64)
-		}
+		setRange(set, a, b)
 	}
 	var out []int
 	for w, word := range set {
@@ -68,6 +66,21 @@ func ParseSet(s string, total int) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// setRange sets bits a..b of set, a word at a time, so a part costs at
+// most total/64 steps however wide its range.
+func setRange(set []uint64, a, b int) {
+	for a <= b {
+		w, off := a/64, a%64
+		n := min(64-off, b-a+1) // bits to set in this word
+		mask := ^uint64(0)
+		if n < 64 {
+			mask = (1<<n - 1) << off
+		}
+		set[w] |= mask
+		a += n
+	}
 }
 
 // parseID parses one shard ID of part: decimal digits, in 0..total-1.

@@ -1,6 +1,8 @@
 package shard
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -98,5 +100,31 @@ func TestFormatSet(t *testing.T) {
 	FormatSet(in)
 	if diff := cmp.Diff([]int{3, 1, 2}, in); diff != "" {
 		t.Errorf("FormatSet changed its argument (-want +got):\n%s", diff)
+	}
+}
+
+// TestSetRange compares the word-at-a-time range with setting bit by bit.
+func TestSetRange(t *testing.T) {
+	for a := 0; a < 200; a += 7 {
+		for b := a; b < 300; b += 13 {
+			got := make([]uint64, 5)
+			want := make([]uint64, 5)
+			setRange(got, a, b)
+			for i := a; i <= b; i++ {
+				want[i/64] |= 1 << (i % 64)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("setRange(%d, %d) = %x, want %x", a, b, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkParseSetRepeatedWideRanges(b *testing.B) {
+	s := strings.Repeat("0-1048575,", 1000) + "0"
+	for b.Loop() {
+		if _, err := ParseSet(s, MaxCount); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
