@@ -213,8 +213,6 @@ func TestIdentifyBadRequests(t *testing.T) {
 		{"POST", "/v1/identify/8", "shard 8 is out of range for 8 shards"},
 		{"POST", "/v1/identify/-1", "not a non-negative number"},
 		{"POST", "/v1/identify/x", "not a non-negative number"},
-		{"GET", "/queue", "missing ?shard=N"},
-		{"GET", "/queue?shard=99", "out of range"},
 	} {
 		code, _, body := do(c, tc.method, tc.target, bearer(testTokens.Worker), "", "")
 		if code != 400 || !strings.Contains(body, tc.want) {
@@ -223,14 +221,25 @@ func TestIdentifyBadRequests(t *testing.T) {
 	}
 }
 
-func TestQueueOpen(t *testing.T) {
+// TestTwilightQueue follows twilight's gateway-queue: any method, at /queue
+// and at /, an unreadable shard is shard 0, the answer is the original's
+// body; a request without the token gets no answer at all (its client
+// would take any answer as permission to identify).
+func TestTwilightQueue(t *testing.T) {
 	closed := newTest(t, nil)
-	if code, _, _ := do(closed, "GET", "/queue?shard=0", "", "", ""); code != 401 {
-		t.Errorf("closed queue without a token: %d, want 401", code)
+	srv := httptest.NewServer(closed.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/?shard=0")
+	if err == nil {
+		resp.Body.Close()
+		t.Errorf("gateway-queue without a token answered %d; want the connection closed unanswered", resp.StatusCode)
 	}
-	open := newTest(t, func(c *Config) { c.QueueOpen = true })
-	if code, _, _ := do(open, "GET", "/queue?shard=0", "", "", ""); code != 200 {
-		t.Errorf("open queue without a token: %d, want 200", code)
+	open := newTest(t, func(c *Config) { c.QueueOpen = true; c.IdentifyInterval = 10 * time.Millisecond })
+	for _, target := range []string{"/?shard=1", "/queue?shard=2", "/?shard=x", "/queue", "/?shard=99999999999"} {
+		code, _, body := do(open, "PUT", target, "", "", "ignored")
+		if code != 200 || body != twilightBody {
+			t.Errorf("PUT %s: %d %q, want 200 %q", target, code, body, twilightBody)
+		}
 	}
 }
 
@@ -246,9 +255,22 @@ func TestIdentifyBudgetExhausted(t *testing.T) {
 		if code != 429 || h.Get("Retry-After") != "3600" || e.RetryAfterMS != 3600_000 || !strings.Contains(e.Error, "session-start budget exhausted") {
 			t.Errorf("over budget: %d Retry-After %q %s", code, h.Get("Retry-After"), body)
 		}
-		code, _, _ = do(c, "GET", "/queue?shard=1", bearer(testTokens.Worker), "", "")
-		if code != 429 {
-			t.Errorf("twilight queue over budget: %d, want 429", code)
+		// twilight's clients take any answer as permission: the queue
+		// holds the request until Discord reports a fresh budget.
+		answered := make(chan int, 1)
+		go func() {
+			code, _, _ := do(c, "GET", "/queue?shard=1", bearer(testTokens.Worker), "", "")
+			answered <- code
+		}()
+		time.Sleep(2 * time.Hour)
+		select {
+		case code := <-answered:
+			t.Fatalf("twilight queue over budget answered %d before a fresh budget", code)
+		default:
+		}
+		c.gate.SetBudget(1000, time.Now().Add(24*time.Hour)) // what the next /gateway/bot refresh does
+		if code := <-answered; code != 200 {
+			t.Errorf("twilight queue after the budget came back: %d, want 200", code)
 		}
 	})
 }
