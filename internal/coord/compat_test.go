@@ -29,17 +29,20 @@ func TestShardmanContract(t *testing.T) {
 			return code, a, body
 		}
 		code, a0, body := connect()
-		if code != 200 || a0.ShardID != 0 || a0.MaxShards != 2 || len(a0.SessionID) != 32 {
+		if code != 200 || a0.ShardID != 0 || a0.MaxShards != 2 || len(a0.SessionID) != 32 || !strings.Contains(body, `"sleep_duration":0`) {
 			t.Fatalf("first connect: %d %s", code, body)
 		}
 		code, a1, _ := connect()
 		if code != 200 || a1.ShardID != 1 || a1.SessionID == a0.SessionID {
 			t.Fatalf("second connect: %d %+v", code, a1)
 		}
-		if code, _, body := connect(); code != 401 || !strings.Contains(body, `"detail"`) {
+		if code, _, body := connect(); code != 401 || body != `{"detail":"No Shards Available"}`+"\n" {
 			t.Errorf("connect with no shard free: %d %s, want 401 with detail", code, body)
 		}
-		if code, _, body := do(c, "GET", "/connect", "wrong", "", ""); code != 403 || !strings.Contains(body, `"detail"`) {
+		if code, _, body := do(c, "GET", "/connect", "", "", ""); code != 422 || !strings.Contains(body, `"loc":["header","authorization"]`) {
+			t.Errorf("connect without the header: %d %s, want 422", code, body)
+		}
+		if code, _, body := do(c, "GET", "/connect", "wrong", "", ""); code != 403 || body != `{"detail":"Invalid Token"}`+"\n" {
 			t.Errorf("connect with a bad secret: %d %s, want 403", code, body)
 		}
 		if code, _, _ := do(c, "GET", "/connect", testTokens.Status, "", ""); code != 403 {
@@ -51,21 +54,24 @@ func TestShardmanContract(t *testing.T) {
 		if code, _, body := do(c, "POST", "/beat", testTokens.Worker, "application/json", beat); code != 204 {
 			t.Errorf("JSON beat: %d %s", code, body)
 		}
-		form := "session_id=" + a1.SessionID + "&guild_count=5&latency=1.5"
-		if code, _, body := do(c, "POST", "/beat", testTokens.Worker, "application/x-www-form-urlencoded", form); code != 204 {
-			t.Errorf("form beat: %d %s", code, body)
+		// Lax like pydantic v1: numeric strings, no Content-Type; an absent
+		// field is null.
+		beat1 := `{"session_id":"` + a1.SessionID + `","guild_count":"5"}`
+		if code, _, body := do(c, "POST", "/beat", testTokens.Worker, "", beat1); code != 204 {
+			t.Errorf("lax beat: %d %s", code, body)
 		}
 		st := c.Status().Shardman
-		if len(st) != 2 || st[0].GuildCount != 812 || st[0].Latency != 0.042 || string(st[0].Extra) != `{"ram":"120MB"}` || st[1].GuildCount != 5 {
+		if len(st) != 2 || *st[0].GuildCount != 812 || *st[0].Latency != 0.042 || string(st[0].Extra) != `{"ram":"120MB"}` ||
+			*st[1].GuildCount != 5 || st[1].Latency != nil {
 			t.Errorf("sessions after beats: %+v", st)
 		}
-		if code, _, body := do(c, "POST", "/beat", testTokens.Worker, "application/json", `{"session_id":"nope","guild_count":1,"latency":1}`); code != 404 || !strings.Contains(body, `"detail"`) {
+		if code, _, body := do(c, "POST", "/beat", testTokens.Worker, "application/json", `{"session_id":"nope","guild_count":1,"latency":1}`); code != 404 || body != `{"detail":"Session Not Found"}`+"\n" {
 			t.Errorf("beat of an unknown session: %d %s, want 404", code, body)
 		}
 
 		// Shard 1 keeps beating; shard 0 stops and is freed after 30 s.
 		time.Sleep(20 * time.Second)
-		do(c, "POST", "/beat", testTokens.Worker, "application/x-www-form-urlencoded", form)
+		do(c, "POST", "/beat", testTokens.Worker, "application/json", beat1)
 		time.Sleep(10 * time.Second)
 		c.sweep(time.Now())
 		if code, _, body := do(c, "POST", "/beat", testTokens.Worker, "application/json", beat); code != 404 {
@@ -87,21 +93,21 @@ func TestShardmanValidation(t *testing.T) {
 		name, ct, body string
 		want           []fieldError
 	}{
-		{"missing fields", "application/json", `{"session_id":"x"}`, []fieldError{
-			{Loc: []any{"body", "guild_count"}, Msg: "Field required", Type: "missing"},
-			{Loc: []any{"body", "latency"}, Msg: "Field required", Type: "missing"}}},
-		{"wrong types", "application/json", `{"session_id":5,"guild_count":"many","latency":"slow"}`, []fieldError{
-			{Loc: []any{"body", "session_id"}, Msg: "Input should be a valid string", Type: "string_type"},
-			{Loc: []any{"body", "guild_count"}, Msg: "Input should be a valid integer, unable to parse string as an integer", Type: "int_parsing"},
-			{Loc: []any{"body", "latency"}, Msg: "Input should be a valid number, unable to parse string as a number", Type: "float_parsing"}}},
-		{"fractional guild count", "application/json", `{"session_id":"x","guild_count":1.5,"latency":1}`, []fieldError{
-			{Loc: []any{"body", "guild_count"}, Msg: "Input should be a valid integer", Type: "int_type"}}},
-		{"not JSON", "application/json", `{"session_id":`, []fieldError{
-			{Loc: []any{"body", float64(0)}, Msg: "JSON decode error", Type: "json_invalid"}}},
-		{"empty form", "application/x-www-form-urlencoded", ``, []fieldError{
-			{Loc: []any{"body", "session_id"}, Msg: "Field required", Type: "missing"},
-			{Loc: []any{"body", "guild_count"}, Msg: "Field required", Type: "missing"},
-			{Loc: []any{"body", "latency"}, Msg: "Field required", Type: "missing"}}},
+		{"missing session", "application/json", `{"guild_count":1}`, []fieldError{
+			{Loc: []any{"body", "session_id"}, Msg: "field required", Type: "value_error.missing"}}},
+		{"null session", "application/json", `{"session_id":null}`, []fieldError{
+			{Loc: []any{"body", "session_id"}, Msg: "none is not an allowed value", Type: "type_error.none.not_allowed"}}},
+		{"object session", "application/json", `{"session_id":{}}`, []fieldError{
+			{Loc: []any{"body", "session_id"}, Msg: "str type expected", Type: "type_error.str"}}},
+		{"wrong types", "application/json", `{"session_id":"x","guild_count":"many","latency":"slow"}`, []fieldError{
+			{Loc: []any{"body", "guild_count"}, Msg: "value is not a valid integer", Type: "type_error.integer"},
+			{Loc: []any{"body", "latency"}, Msg: "value is not a valid float", Type: "type_error.float"}}},
+		{"no body", "application/json", ``, []fieldError{
+			{Loc: []any{"body"}, Msg: "field required", Type: "value_error.missing"}}},
+		{"array body", "application/json", `[1]`, []fieldError{
+			{Loc: []any{"body"}, Msg: "value is not a valid dict", Type: "type_error.dict"}}},
+		{"form body", "application/x-www-form-urlencoded", `session_id=x`, []fieldError{
+			{Loc: []any{"body"}, Msg: "value is not a valid dict", Type: "type_error.dict"}}},
 	} {
 		code, _, body := do(c, "POST", "/beat", testTokens.Worker, tc.ct, tc.body)
 		var d detail
@@ -112,6 +118,10 @@ func TestShardmanValidation(t *testing.T) {
 		if diff := cmp.Diff(tc.want, d.Detail); diff != "" {
 			t.Errorf("%s: detail (-want +got):\n%s", tc.name, diff)
 		}
+	}
+	code, _, body := do(c, "POST", "/beat", testTokens.Worker, "application/json", `{"session_id":`)
+	if code != 422 || !strings.Contains(body, `"type":"value_error.jsondecode"`) {
+		t.Errorf("malformed JSON: %d %s", code, body)
 	}
 }
 

@@ -30,8 +30,8 @@ func (c *Coordinator) Planner(now time.Time) (PlannerState, error) {
 	defer c.mu.Unlock()
 	guilds := map[int]int{}
 	for _, s := range c.shardman.byShard {
-		if s != nil {
-			guilds[s.shard] = s.guildCount
+		if s != nil && s.guildCount != nil {
+			guilds[s.shard] = *s.guildCount
 		}
 	}
 	rec := c.recommended

@@ -11,7 +11,6 @@ import (
 	"math"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +22,8 @@ type shardmanSession struct {
 	shard      int
 	connected  time.Time
 	lastBeat   time.Time
-	guildCount int
-	latency    float64
+	guildCount *int
+	latency    *float64
 	extra      json.RawMessage
 }
 
@@ -95,8 +94,8 @@ type ShardmanSession struct {
 	Shard      int             `json:"shard_id"`
 	Connected  time.Time       `json:"connected"`
 	LastBeat   time.Time       `json:"last_beat"`
-	GuildCount int             `json:"guild_count"`
-	Latency    float64         `json:"latency"`
+	GuildCount *int            `json:"guild_count"`
+	Latency    *float64        `json:"latency"`
 	Extra      json.RawMessage `json:"extra,omitempty"`
 }
 
@@ -115,8 +114,8 @@ func (m *shardman) list() []ShardmanSession {
 // shardmanBeat is a parsed /beat body.
 type shardmanBeat struct {
 	SessionID  string
-	GuildCount int
-	Latency    float64
+	GuildCount *int     // nil: null
+	Latency    *float64 // nil: null
 	Extra      json.RawMessage
 }
 
@@ -141,91 +140,72 @@ func (e *validationError) Error() string {
 // maxGuildCount bounds a reported guild_count (a shard holds at most 2,500).
 const maxGuildCount = 1 << 20
 
-// parseBeat reads a /beat body, JSON or form-encoded. Missing or mistyped
-// fields come back as a validationError listing each.
+// parseBeat reads a /beat body as Shardman's FastAPI model does (pydantic
+// v1, lax): a JSON object; session_id a string (numbers become strings);
+// guild_count an int or null (numeric strings and floats are truncated,
+// true is 1), latency a float or null, extra anything; the optional ones
+// are null when absent. A body that is not a JSON object, form bodies
+// included, is "not a valid dict". Errors come back as a validationError
+// in pydantic v1's words.
 func parseBeat(r *http.Request) (shardmanBeat, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return shardmanBeat{}, err
 	}
+	var b shardmanBeat
+	if len(bytes.TrimSpace(body)) == 0 {
+		return b, &validationError{[]fieldError{{Loc: []any{"body"}, Msg: "field required", Type: "value_error.missing"}}}
+	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	fields := map[string]any{}
+	notDict := &validationError{[]fieldError{{Loc: []any{"body"}, Msg: "value is not a valid dict", Type: "type_error.dict"}}}
+	if mt != "" && mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+		return b, notDict // FastAPI does not parse it as JSON
+	}
+	var raw any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return b, &validationError{[]fieldError{{Loc: []any{"body", 0}, Msg: "JSON decode error: " + err.Error(), Type: "value_error.jsondecode"}}}
+	}
+	fields, ok := raw.(map[string]any)
+	if !ok {
+		return b, notDict
+	}
 	var ve validationError
-	switch {
-	case mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data":
-		if mt == "multipart/form-data" {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			if err := r.ParseMultipartForm(int64(len(body)) + 1); err != nil {
-				return shardmanBeat{}, &validationError{[]fieldError{{Loc: []any{"body"}, Msg: "Invalid form body", Type: "value_error"}}}
-			}
-			for k, v := range r.MultipartForm.Value {
-				if len(v) > 0 {
-					fields[k] = v[0]
-				}
-			}
+	bad := func(name, msg, typ string) {
+		ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: msg, Type: typ})
+	}
+	switch v := fields["session_id"].(type) {
+	case string:
+		b.SessionID = v
+	case json.Number:
+		b.SessionID = v.String()
+	case nil:
+		if _, present := fields["session_id"]; present {
+			bad("session_id", "none is not an allowed value", "type_error.none.not_allowed")
 		} else {
-			vals, err := url.ParseQuery(string(body))
-			if err != nil {
-				return shardmanBeat{}, &validationError{[]fieldError{{Loc: []any{"body"}, Msg: "Invalid form body", Type: "value_error"}}}
-			}
-			for k, v := range vals {
-				fields[k] = v[0]
-			}
+			bad("session_id", "field required", "value_error.missing")
 		}
 	default:
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.UseNumber()
-		if err := dec.Decode(&fields); err != nil {
-			return shardmanBeat{}, &validationError{[]fieldError{{Loc: []any{"body", 0}, Msg: "JSON decode error", Type: "json_invalid"}}}
+		bad("session_id", "str type expected", "type_error.str")
+	}
+	if n, ok, valid := laxNumber(fields["guild_count"]); !valid {
+		bad("guild_count", "value is not a valid integer", "type_error.integer")
+	} else if ok {
+		if n < 0 || n > maxGuildCount {
+			bad("guild_count", "value is not a valid guild count", "value_error.number.not_in_range")
+		} else {
+			g := int(n)
+			b.GuildCount = &g
 		}
 	}
-	var b shardmanBeat
-	str := func(name string) string {
-		v, ok := fields[name]
-		if !ok {
-			ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: "Field required", Type: "missing"})
-			return ""
-		}
-		s, ok := v.(string)
-		if !ok {
-			ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: "Input should be a valid string", Type: "string_type"})
-		}
-		return s
+	if f, ok, valid := laxNumber(fields["latency"]); !valid {
+		bad("latency", "value is not a valid float", "type_error.float")
+	} else if ok {
+		b.Latency = &f
 	}
-	num := func(name string, integer bool) float64 {
-		v, ok := fields[name]
-		if !ok {
-			ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: "Field required", Type: "missing"})
-			return 0
-		}
-		var f float64
-		var err error
-		switch v := v.(type) {
-		case json.Number:
-			f, err = v.Float64()
-		case string:
-			f, err = strconv.ParseFloat(strings.TrimSpace(v), 64)
-		default:
-			err = errors.New("not a number")
-		}
-		switch {
-		case err != nil || math.IsNaN(f) || math.IsInf(f, 0):
-			if integer {
-				ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: "Input should be a valid integer, unable to parse string as an integer", Type: "int_parsing"})
-			} else {
-				ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: "Input should be a valid number, unable to parse string as a number", Type: "float_parsing"})
-			}
-		case integer && (f != math.Trunc(f) || f < 0 || f > maxGuildCount):
-			ve.detail = append(ve.detail, fieldError{Loc: []any{"body", name}, Msg: "Input should be a valid integer", Type: "int_type"})
-		}
-		return f
-	}
-	b.SessionID = str("session_id")
-	b.GuildCount = int(num("guild_count", true))
-	b.Latency = num("latency", false)
 	if v, ok := fields["extra"]; ok && v != nil {
-		raw, err := json.Marshal(v)
-		if err == nil {
+		if raw, err := json.Marshal(v); err == nil {
 			b.Extra = raw
 		}
 	}
@@ -235,12 +215,38 @@ func parseBeat(r *http.Request) (shardmanBeat, error) {
 	return b, nil
 }
 
+// laxNumber reads an optional number as pydantic v1 does: null or absent
+// is not set (ok false); numbers, numeric strings and booleans are
+// accepted; anything else is invalid.
+func laxNumber(v any) (n float64, ok, valid bool) {
+	switch v := v.(type) {
+	case nil:
+		return 0, false, true
+	case json.Number:
+		f, err := v.Float64()
+		return f, err == nil, err == nil && !math.IsInf(f, 0)
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		return f, err == nil, err == nil && !math.IsNaN(f) && !math.IsInf(f, 0)
+	case bool:
+		if v {
+			return 1, true, true
+		}
+		return 0, true, true
+	}
+	return 0, false, false
+}
+
 // shardmanAuth checks Shardman's secret: the worker token (or admin) in a
-// bare Authorization header. A wrong secret is 403, as in Shardman.
+// bare Authorization header (Bearer is accepted too). As in Shardman, a
+// missing header is a 422 and a wrong one a 403 "Invalid Token".
 func (c *Coordinator) shardmanAuth(r *http.Request) error {
+	if r.Header.Get("Authorization") == "" {
+		return &validationError{[]fieldError{{Loc: []any{"header", "authorization"}, Msg: "field required", Type: "value_error.missing"}}}
+	}
 	_, err := c.authorize(r, RoleWorker)
-	if errors.Is(err, ErrUnauthorized) {
-		return &statusError{fmt.Errorf("%w: invalid secret", ErrForbidden), http.StatusForbidden}
+	if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) {
+		return &statusError{errors.New("Invalid Token"), http.StatusForbidden}
 	}
 	return err
 }
@@ -261,7 +267,12 @@ func shardmanDetail(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((re.after+time.Second-1)/time.Second), 10))
 	}
 	msg := err.Error()
-	if status == http.StatusInternalServerError {
+	switch {
+	case errors.Is(err, ErrNoShardFree):
+		msg = "No Shards Available"
+	case errors.Is(err, ErrNotFound):
+		msg = "Session Not Found"
+	case status == http.StatusInternalServerError:
 		msg = "internal error"
 	}
 	writeJSON(w, status, map[string]string{"detail": msg})
@@ -292,7 +303,10 @@ func (c *Coordinator) shardmanConnect(w http.ResponseWriter, r *http.Request) er
 		return nil
 	}
 	c.log.Info("shardman: worker connected", "shard", sess.shard)
-	writeJSON(w, http.StatusOK, map[string]any{"shard_id": sess.shard, "max_shards": c.cfg.ShardCount, "session_id": sess.id})
+	// sleep_duration: Shardman's hint to wait before identifying. Workers
+	// here identify through the coordinator's queue (/queue or
+	// /v1/identify), which does the pacing, so it is always 0.
+	writeJSON(w, http.StatusOK, map[string]any{"shard_id": sess.shard, "max_shards": c.cfg.ShardCount, "session_id": sess.id, "sleep_duration": 0.0})
 	return nil
 }
 

@@ -36,8 +36,8 @@ type savedSession struct {
 	ID         string          `json:"id"`
 	Shard      int             `json:"shard"`
 	Connected  time.Time       `json:"connected"`
-	GuildCount int             `json:"guild_count"`
-	Latency    float64         `json:"latency"`
+	GuildCount *int            `json:"guild_count"`
+	Latency    *float64        `json:"latency"`
 	Extra      json.RawMessage `json:"extra,omitempty"`
 }
 

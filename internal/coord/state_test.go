@@ -118,7 +118,7 @@ func TestStateKeepsShardmanAndGlance(t *testing.T) {
 		t.Errorf("beat after the restart: %d %s, want 204", code, body)
 	}
 	st := c2.Status()
-	if len(st.Shardman) != 1 || st.Shardman[0].GuildCount != 78 || len(st.Glance) != 1 || st.Glance[0].StateName != "offline" {
+	if len(st.Shardman) != 1 || *st.Shardman[0].GuildCount != 78 || len(st.Glance) != 1 || st.Glance[0].StateName != "offline" {
 		t.Errorf("restored: shardman %+v glance %+v", st.Shardman, st.Glance)
 	}
 	if code, _, _ := do(c2, "GET", "/connect", testTokens.Worker, "", ""); code != 200 {
