@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -54,11 +53,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Sprintf("coordinator: -log-level: %v", err)}
+	log, err := newLogger("coordinator", *logLevel, stderr)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg := coord.Config{
 		Tokens: coord.Tokens{
 			Admin: os.Getenv("GATEHOUSE_ADMIN_TOKEN"), Node: os.Getenv("GATEHOUSE_NODE_TOKEN"),
@@ -78,11 +76,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		return usageError{"coordinator: -shard-count: " + err.Error()}
 	}
 	cfg.ShardCount = n
-	bot := *token
-	if bot == "" {
-		bot = os.Getenv("GATEHOUSE_TOKEN")
-	}
-	bot = strings.TrimPrefix(bot, "Bot ")
+	bot := botToken(*token)
 	if bot != "" {
 		hc := &http.Client{Timeout: 30 * time.Second}
 		fetch := func(ctx context.Context) (discord.GatewayBot, error) {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -37,14 +36,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Sprintf("demo: -log-level: %v", err)}
+	log, err := newLogger("demo", *logLevel, stderr)
+	if err != nil {
+		return err
 	}
 	if *guilds < 1 || *maxConc < 1 || *rate < 0 || *interval <= 0 || *every <= 0 {
 		return usageError{"demo: -guilds, -max-concurrency, -identify-interval and -report-every must be positive, -rate not negative"}
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if *dataDir == "" {
 		dir, err := os.MkdirTemp("", "gatehouse-demo-")
 		if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/client"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim/simtest"
 )
@@ -208,34 +206,7 @@ func TestFailoverEndToEnd(t *testing.T) {
 	coord.stop(t)
 
 	// Every shard session's events are in the stream in order, once.
-	c, err := client.Connect(t.Context(), client.Config{URL: natsURL, Consumer: "e2e"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	type key struct {
-		shard   int
-		session string
-	}
-	last := map[key]int64{}
-	var gaps []string
-	ctx, cancel := context.WithCancel(t.Context())
-	idle := time.AfterFunc(2*time.Second, cancel)
-	var mu sync.Mutex
-	err = c.Consume(ctx, func(ctx context.Context, ev *client.Event) error {
-		mu.Lock()
-		defer mu.Unlock()
-		idle.Reset(2 * time.Second)
-		k := key{ev.Shard, ev.Session}
-		if ev.Seq != last[k]+1 && len(gaps) < 10 {
-			gaps = append(gaps, fmt.Sprintf("shard %d session %s: seq %d after %d", ev.Shard, ev.Session, ev.Seq, last[k]))
-		}
-		last[k] = ev.Seq
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	last, _, gaps := readStream(t, natsURL, "e2e")
 	if len(gaps) > 0 {
 		t.Errorf("gaps or duplicates in the stream:\n%s", strings.Join(gaps, "\n"))
 	}
@@ -243,17 +214,6 @@ func TestFailoverEndToEnd(t *testing.T) {
 		t.Errorf("%d shard sessions in the stream, want 64 (one per shard: moves and the failover resumed)", len(last))
 	}
 	broker.stop(t)
-}
-
-func waitStatsFor(t *testing.T, srv *sim.Server, d time.Duration, what string, cond func(sim.Stats) bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond(srv.Stats()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %+v", d, what, srv.Stats())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // leaseTokens returns the coordinator's live leases: shard → token.

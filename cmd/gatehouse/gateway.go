@@ -22,7 +22,6 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord/coordclient"
-	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
 )
@@ -64,25 +63,19 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Sprintf("gateway: -log-level: %v", err)}
+	log, err := newLogger("gateway", *logLevel, stderr)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg := gateway.Config{
 		API: *api, Token: *token, Partitions: *partitions, BatchLinger: *linger, MaxBatchBytes: *batchBytes,
 		IdentifyMargin: *margin, IdentifyInterval: *interval, BatchCompression: gateway.BatchCompression(*batchComp), NodeID: *nodeID, ShutdownTimeout: *shutdown, Logger: log,
 		Subjects: broker.Subjects{Prefix: *prefix}, IdleAfter: *idleAfter,
 	}
-	if cfg.Token == "" {
-		cfg.Token = os.Getenv("GATEHOUSE_TOKEN")
-	}
-	if cfg.Token == "" {
+	if cfg.Token = botToken(cfg.Token); cfg.Token == "" {
 		return usageError{"gateway: no token: pass -token or set GATEHOUSE_TOKEN"}
 	}
-	cfg.Token = strings.TrimPrefix(cfg.Token, "Bot ")
-	var err error
 	if cfg.ShardCount, err = parseShardCount(*shardCount); err != nil {
 		return usageError{"gateway: -shard-count: " + err.Error()}
 	}
@@ -106,15 +99,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return usageError{"gateway: -compress: " + err.Error()}
 	}
 	cfg.Compression, cfg.NoCompression = c, c == codec.None
-	if *intents != "" {
-		if n, err := strconv.ParseUint(*intents, 10, 64); err == nil {
-			cfg.Intents = discord.Intents(n)
-			if !cfg.Intents.Valid() {
-				return usageError{fmt.Sprintf("gateway: -intents: %d has unknown bits", n)}
-			}
-		} else if cfg.Intents, err = parseIntents(*intents); err != nil {
-			return usageError{"gateway: -intents: " + err.Error()}
-		}
+	if cfg.Intents, err = parseIntentsFlag("gateway", *intents); err != nil {
+		return err
 	}
 	if *partitions < 1 {
 		return usageError{"gateway: -partitions must be at least 1"}

@@ -128,36 +128,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 	// disk, served by gatehouse broker on the same data directory.
 	g = startNATSCommand(t, "broker", "-listen", "127.0.0.1:0", "-data-dir", dataDir, "-log-level", "warn")
 	defer g.stop(t)
-	c, err := client.Connect(t.Context(), client.Config{URL: g.nats, Consumer: "e2e"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	type key struct {
-		shard   int
-		session string
-	}
-	last := map[key]int64{}
-	var gaps []string
-	events := 0
-	ctx, cancel := context.WithCancel(t.Context())
-	idle := time.AfterFunc(2*time.Second, cancel)
-	var mu sync.Mutex // the handler runs concurrently for different shards
-	err = c.Consume(ctx, func(ctx context.Context, ev *client.Event) error {
-		mu.Lock()
-		defer mu.Unlock()
-		idle.Reset(2 * time.Second)
-		k := key{ev.Shard, ev.Session}
-		if ev.Seq != last[k]+1 && len(gaps) < 10 {
-			gaps = append(gaps, fmt.Sprintf("shard %d session %s: seq %d after %d", ev.Shard, ev.Session, ev.Seq, last[k]))
-		}
-		last[k] = ev.Seq
-		events++
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	last, events, gaps := readStream(t, g.nats, "e2e")
 	if diff := cmp.Diff([]string(nil), gaps); diff != "" {
 		t.Errorf("gaps or duplicates in the stream:\n%s", diff)
 	}
@@ -183,13 +154,57 @@ func TestGatewayEndToEnd(t *testing.T) {
 
 func waitStats(t *testing.T, srv *sim.Server, what string, cond func(sim.Stats) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	waitStatsFor(t, srv, 20*time.Second, what, cond)
+}
+
+func waitStatsFor(t *testing.T, srv *sim.Server, d time.Duration, what string, cond func(sim.Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond(srv.Stats()) {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %+v", what, srv.Stats())
+			t.Fatalf("timed out after %v waiting for %s: %+v", d, what, srv.Stats())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// sessionKey names one shard session in the stream.
+type sessionKey struct {
+	shard   int
+	session string
+}
+
+// readStream consumes everything in the stream at natsURL through a new
+// durable consumer, until it has been idle for 2 s, and returns each
+// shard session's last sequence, the event count, and up to 10 places
+// where a session's sequence did not go up by one (gaps or duplicates).
+func readStream(t *testing.T, natsURL, consumer string) (last map[sessionKey]int64, events int, gaps []string) {
+	t.Helper()
+	c, err := client.Connect(t.Context(), client.Config{URL: natsURL, Consumer: consumer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	last = map[sessionKey]int64{}
+	ctx, cancel := context.WithCancel(t.Context())
+	idle := time.AfterFunc(2*time.Second, cancel)
+	var mu sync.Mutex // the handler runs concurrently for different shards
+	err = c.Consume(ctx, func(ctx context.Context, ev *client.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		idle.Reset(2 * time.Second)
+		k := sessionKey{ev.Shard, ev.Session}
+		if ev.Seq != last[k]+1 && len(gaps) < 10 {
+			gaps = append(gaps, fmt.Sprintf("shard %d session %s: seq %d after %d", ev.Shard, ev.Session, ev.Seq, last[k]))
+		}
+		last[k] = ev.Seq
+		events++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return last, events, gaps
 }
 
 // TestGatewayStartErrors: a node that cannot start says why and returns; it

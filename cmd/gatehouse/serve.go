@@ -4,14 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
-	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
 )
@@ -42,16 +39,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Sprintf("serve: -log-level: %v", err)}
+	log, err := newLogger("serve", *logLevel, stderr)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	bot := *token
-	if bot == "" {
-		bot = os.Getenv("GATEHOUSE_TOKEN")
-	}
-	bot = strings.TrimPrefix(bot, "Bot ")
+	bot := botToken(*token)
 	if bot == "" {
 		return usageError{"serve: no token: pass -token or set GATEHOUSE_TOKEN (or try gatehouse demo, which needs none)"}
 	}
@@ -68,15 +60,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{"serve: -compress: " + err.Error()}
 	}
-	var in discord.Intents
-	if *intents != "" {
-		if n, err := strconv.ParseUint(*intents, 10, 64); err == nil {
-			if in = discord.Intents(n); !in.Valid() {
-				return usageError{fmt.Sprintf("serve: -intents: %d has unknown bits", n)}
-			}
-		} else if in, err = parseIntents(*intents); err != nil {
-			return usageError{"serve: -intents: " + err.Error()}
-		}
+	in, err := parseIntentsFlag("serve", *intents)
+	if err != nil {
+		return err
 	}
 	if *interval <= 0 || *every < 0 {
 		return usageError{"serve: -identify-interval must be positive and -report-every not negative"}

@@ -78,11 +78,11 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.DisallowedIntents, err = parseIntents(*disallow); err != nil {
 		return usageError{fmt.Sprintf("sim: -disallowed-intents: %v", err)}
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Sprintf("sim: -log-level: %v", err)}
+	log, err := newLogger("sim", *logLevel, stderr)
+	if err != nil {
+		return err
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = log
 
 	srv, err := sim.New(cfg)
 	if err != nil {

@@ -179,7 +179,7 @@ func New(cfg Config) (*Coordinator, error) {
 	for _, rt := range c.routes() {
 		c.mux.Handle(rt.method+" "+rt.pattern, c.handle(rt))
 	}
-	queue := c.handle(route{open: true, h: c.twilightQueue})
+	queue := c.handle(route{h: c.twilightQueue})
 	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" { // twilight's client asks GET /?shard=N
 			queue.ServeHTTP(w, r)

@@ -120,15 +120,24 @@ type errorBody struct {
 func writeError(w http.ResponseWriter, err error) {
 	status := statusOf(err)
 	body := errorBody{Error: err.Error(), Code: codeOf(err)}
-	var re *retryError
-	if errors.As(err, &re) && re.after > 0 {
-		body.RetryAfterMS = re.after.Milliseconds()
-		w.Header().Set("Retry-After", strconv.FormatInt(int64((re.after+time.Second-1)/time.Second), 10))
+	if after := setRetryAfter(w, err); after > 0 {
+		body.RetryAfterMS = after.Milliseconds()
 	}
 	if status == http.StatusInternalServerError {
 		body.Error = "internal error" // details go to the log, not to clients
 	}
 	writeJSON(w, status, body)
+}
+
+// setRetryAfter sets the Retry-After header (whole seconds, rounded up)
+// when err says when to retry, and returns that delay.
+func setRetryAfter(w http.ResponseWriter, err error) time.Duration {
+	var re *retryError
+	if !errors.As(err, &re) || re.after <= 0 {
+		return 0
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(int64((re.after+time.Second-1)/time.Second), 10))
+	return re.after
 }
 
 // writeJSON answers v as JSON with status.

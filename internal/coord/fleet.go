@@ -3,6 +3,7 @@ package coord
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/lease"
@@ -249,14 +250,6 @@ func (f *fleet) status(now time.Time) ([]NodeInfo, []ShardLease) {
 		}
 		nodes = append(nodes, NodeInfo{ID: id, Capacity: n.capacity, Draining: n.draining || f.drained[id], LastSeen: n.lastSeen.UTC(), Shards: shards})
 	}
-	slices.SortFunc(nodes, func(a, b NodeInfo) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(nodes, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
 	return nodes, leases
 }

@@ -19,16 +19,13 @@ type route struct {
 	// role is the least role that may call it; RoleNone means the handler
 	// authenticates on its own terms (compatible endpoints) or not at all.
 	role Role
-	// open marks an endpoint served without credentials (or checking them
-	// itself).
-	open bool
 	h    func(w http.ResponseWriter, r *http.Request) error
 }
 
 func (c *Coordinator) routes() []route {
 	return []route{
-		{method: "GET", pattern: "/openapi.json", open: true, h: c.openAPI},
-		{method: "GET", pattern: "/healthz", open: true, h: c.healthz},
+		{method: "GET", pattern: "/openapi.json", h: c.openAPI},
+		{method: "GET", pattern: "/healthz", h: c.healthz},
 		{method: "GET", pattern: "/v1/status", role: RoleStatus, h: c.status},
 		{method: "GET", pattern: "/v1/guilds/{guild}", role: RoleStatus, h: c.guildLookup},
 		{method: "GET", pattern: "/v1/identify", role: RoleStatus, h: c.identifyState},
@@ -58,7 +55,7 @@ func (c *Coordinator) routes() []route {
 func (c *Coordinator) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes)
-		if !rt.open && rt.role != RoleNone {
+		if rt.role != RoleNone {
 			if _, err := c.authorize(r, rt.role); err != nil {
 				writeError(w, err)
 				return

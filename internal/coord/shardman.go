@@ -262,10 +262,7 @@ func shardmanDetail(w http.ResponseWriter, err error) {
 	if errors.Is(err, ErrNoShardFree) {
 		status = http.StatusUnauthorized // Shardman's answer when every shard is held
 	}
-	var re *retryError
-	if errors.As(err, &re) && re.after > 0 {
-		w.Header().Set("Retry-After", strconv.FormatInt(int64((re.after+time.Second-1)/time.Second), 10))
-	}
+	setRetryAfter(w, err)
 	msg := err.Error()
 	switch {
 	case errors.Is(err, ErrNoShardFree):

@@ -493,20 +493,10 @@ func (n *Node) Remove(ctx context.Context, shard int) error {
 	delete(n.shards, shard)
 	n.order = slices.DeleteFunc(n.order, func(id int) bool { return id == shard })
 	n.mu.Unlock()
-	st, changed := r.persistState(time.Now(), 0, true)
-	if changed {
-		var err error
-		if st.SessionID == "" {
-			err = n.cfg.Store.DeleteSession(ctx, st.Shard, st.NumShards)
-		} else {
-			err = n.cfg.Store.SaveSession(ctx, st)
-		}
-		if err != nil {
-			return fmt.Errorf("gateway: saving shard %d's session: %w", shard, err)
-		}
-		r.markSaved(st, time.Now())
+	if err := n.save(ctx, r, time.Now(), true); err != nil {
+		return fmt.Errorf("gateway: saving shard %d's session: %w", shard, err)
 	}
-	n.log.Info("shard removed", "shard", shard, "session", st.SessionID, "seq", st.Seq)
+	n.log.Info("shard removed", "shard", shard)
 	return nil
 }
 
@@ -555,22 +545,30 @@ func (n *Node) runners() []*shardRunner {
 func (n *Node) persist(ctx context.Context, force bool) {
 	now := time.Now()
 	for _, r := range n.runners() {
-		st, changed := r.persistState(now, n.cfg.SeqPersistInterval, force)
-		if !changed {
-			continue
+		if err := n.save(ctx, r, now, force); err != nil {
+			n.log.Warn("saving session state", "shard", r.id, "err", err) // tried again next tick
 		}
-		var err error
-		if st.SessionID == "" {
-			err = n.cfg.Store.DeleteSession(ctx, st.Shard, st.NumShards)
-		} else {
-			err = n.cfg.Store.SaveSession(ctx, st)
-		}
-		if err != nil {
-			n.log.Warn("saving session state", "shard", st.Shard, "err", err)
-			continue // tried again next tick
-		}
-		r.markSaved(st, now)
 	}
+}
+
+// save stores r's session state when it changed (or, with force, when only
+// its sequence moved): a dropped session is deleted.
+func (n *Node) save(ctx context.Context, r *shardRunner, now time.Time, force bool) error {
+	st, changed := r.persistState(now, n.cfg.SeqPersistInterval, force)
+	if !changed {
+		return nil
+	}
+	var err error
+	if st.SessionID == "" {
+		err = n.cfg.Store.DeleteSession(ctx, st.Shard, st.NumShards)
+	} else {
+		err = n.cfg.Store.SaveSession(ctx, st)
+	}
+	if err != nil {
+		return err
+	}
+	r.markSaved(st, now)
+	return nil
 }
 
 // Command sends a gateway command (presence, voice state, request guild

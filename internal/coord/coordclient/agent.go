@@ -180,13 +180,11 @@ func (a *agent) stop(ctx context.Context, shard int, report bool) {
 	a.mu.Lock()
 	tok, ok := a.tokens[shard]
 	if !ok || a.removing[shard] {
-		a.mu.Unlock()
 		if !ok && report {
 			// Not running here (an assign that failed, or a restart): say so.
-			a.mu.Lock()
 			a.released = append(a.released, held{shard, 0})
-			a.mu.Unlock()
 		}
+		a.mu.Unlock()
 		return
 	}
 	a.removing[shard] = true
