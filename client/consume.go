@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -488,6 +489,8 @@ func (w *shardWorker) handle(ctx context.Context, m jetstream.Msg) {
 		_ = m.TermWithReason("gatehouse client: malformed headers")
 		return
 	}
+	// A missing or unreadable lease header (an older node) reads as 0.
+	meta.lease, _ = strconv.ParseUint(h.Get(broker.HeaderLease), 10, 64)
 	r.c.learnShards(meta.numShards, seq)
 	if !r.sel.wantBatch(&meta) {
 		w.ack(m, seq)

@@ -23,6 +23,10 @@ type Event struct {
 	Shard, NumShards int
 	// Session is the Discord session ID the event was received on.
 	Session string
+	// Lease is the fencing token under which the gateway node held the
+	// shard when it published the event; 0 without a coordinator. Within
+	// one shard it only grows as the shard moves between nodes.
+	Lease uint64
 	// GuildID is d.guild_id, or d.id for GUILD_CREATE, GUILD_UPDATE and
 	// GUILD_DELETE; 0 when the event has none.
 	GuildID uint64
@@ -55,6 +59,7 @@ type batchMeta struct {
 	typ       string // the subject's event type token
 	numShards int
 	session   string
+	lease     uint64
 }
 
 // parseSubject splits <evPrefix><shard>.<partition>.<type>, where evPrefix
@@ -140,6 +145,7 @@ func eachEvent(body []byte, m *batchMeta, ev *Event, fn func(ev *Event) error) (
 		ev.Shard = m.shard
 		ev.NumShards = m.numShards
 		ev.Session = m.session
+		ev.Lease = m.lease
 		ev.GuildID = uint64(h.GuildID)
 		ev.Raw = p[:len(p):len(p)]
 		ev.Data = h.D

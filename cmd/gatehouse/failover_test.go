@@ -206,9 +206,14 @@ func TestFailoverEndToEnd(t *testing.T) {
 	coord.stop(t)
 
 	// Every shard session's events are in the stream in order, once.
-	last, _, gaps := readStream(t, natsURL, "e2e")
+	last, _, gaps, leases := readStreamLeases(t, natsURL, "e2e")
 	if len(gaps) > 0 {
-		t.Errorf("gaps or duplicates in the stream:\n%s", strings.Join(gaps, "\n"))
+		t.Errorf("gaps, duplicates or stale owners in the stream:\n%s", strings.Join(gaps, "\n"))
+	}
+	// Each shard's newest batches carry the token the coordinator holds
+	// for it: the publishing node was fenced by its lease.
+	if !maps.Equal(leases, tokensBefore) {
+		t.Errorf("last lease token per shard in the stream differs from the coordinator's:\nstream      %v\ncoordinator %v", leases, tokensBefore)
 	}
 	if len(last) != 64 {
 		t.Errorf("%d shard sessions in the stream, want 64 (one per shard: moves and the failover resumed)", len(last))

@@ -149,6 +149,16 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		defer cc.Close()
 		cfg.Gate = cc
 	}
+	var agent *coordclient.Agent
+	if assigned {
+		if cfg.NodeID == "" {
+			cfg.NodeID, _ = os.Hostname()
+		}
+		if agent, err = cc.NewAgent(coordclient.AgentConfig{NodeID: cfg.NodeID, Capacity: *capacity}); err != nil {
+			return usageError{"gateway: -node-id: " + err.Error()}
+		}
+		cfg.Leases = agent // publish and save only under a live lease
+	}
 	node, err := gateway.New(cfg)
 	if err != nil {
 		return usageError{err.Error()}
@@ -184,7 +194,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			case <-cmdCtx.Done():
 				return
 			}
-			if err := cc.RunAgent(cmdCtx, node, coordclient.AgentConfig{NodeID: id, Capacity: *capacity}); err != nil {
+			if err := agent.Run(cmdCtx, node); err != nil {
 				log.Error("coordinator agent stopped; this node runs no new shards", "err", err)
 			}
 		})

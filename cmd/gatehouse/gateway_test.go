@@ -179,6 +179,15 @@ type sessionKey struct {
 // shard session's last sequence, the event count, and up to 10 places
 // where a session's sequence did not go up by one (gaps or duplicates).
 func readStream(t *testing.T, natsURL, consumer string) (last map[sessionKey]int64, events int, gaps []string) {
+	last, events, gaps, _ = readStreamLeases(t, natsURL, consumer)
+	return last, events, gaps
+}
+
+// readStreamLeases is readStream that also returns each shard's last lease
+// token, and counts a batch published under a smaller token than an
+// earlier one of its shard as a problem (a node that lost the shard
+// published after its new owner).
+func readStreamLeases(t *testing.T, natsURL, consumer string) (last map[sessionKey]int64, events int, gaps []string, lease map[int]uint64) {
 	t.Helper()
 	c, err := client.Connect(t.Context(), client.Config{URL: natsURL, Consumer: consumer})
 	if err != nil {
@@ -189,6 +198,7 @@ func readStream(t *testing.T, natsURL, consumer string) (last map[sessionKey]int
 	ctx, cancel := context.WithCancel(t.Context())
 	idle := time.AfterFunc(2*time.Second, cancel)
 	var mu sync.Mutex // the handler runs concurrently for different shards
+	lease = map[int]uint64{} // per shard, the greatest lease token seen
 	err = c.Consume(ctx, func(ctx context.Context, ev *client.Event) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -198,13 +208,17 @@ func readStream(t *testing.T, natsURL, consumer string) (last map[sessionKey]int
 			gaps = append(gaps, fmt.Sprintf("shard %d session %s: seq %d after %d", ev.Shard, ev.Session, ev.Seq, last[k]))
 		}
 		last[k] = ev.Seq
+		if ev.Lease < lease[ev.Shard] && len(gaps) < 10 {
+			gaps = append(gaps, fmt.Sprintf("shard %d seq %d: published under lease %d after lease %d", ev.Shard, ev.Seq, ev.Lease, lease[ev.Shard]))
+		}
+		lease[ev.Shard] = max(lease[ev.Shard], ev.Lease)
 		events++
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return last, events, gaps
+	return last, events, gaps, lease
 }
 
 // TestGatewayStartErrors: a node that cannot start says why and returns; it

@@ -21,6 +21,10 @@ const (
 	// HeaderSeq is "<first>-<last>": the gateway sequence numbers of the
 	// first and last dispatch in the batch.
 	HeaderSeq = "Gatehouse-Seq"
+	// HeaderLease is the fencing token of the node's lease on the shard
+	// when the batch was published; "0" when no coordinator leases shards.
+	// A shard that moved carries a greater token than before.
+	HeaderLease = "Gatehouse-Lease"
 )
 
 // Errors.
@@ -33,6 +37,10 @@ var (
 	ErrBadBatch = errors.New("broker: malformed batch")
 	// ErrTooLarge means a payload cannot fit in one message even compressed.
 	ErrTooLarge = errors.New("broker: payload too large")
+	// ErrFenced is returned by Store.SaveSession and DeleteSession when the
+	// saved state belongs to a newer lease than the caller's: another node
+	// holds the shard now, and the caller must stop it.
+	ErrFenced = errors.New("broker: fenced: the shard is leased to another node")
 )
 
 // Batch is one message's worth of consecutive dispatches of one shard
@@ -45,6 +53,9 @@ type Batch struct {
 	FirstSeq  int64
 	LastSeq   int64
 	Count     int
+	// Lease is the fencing token of the publishing node's lease on the
+	// shard, 0 without a coordinator (see HeaderLease).
+	Lease uint64
 	// Body is the encoded batch (see NewBody, AppendRecord). The publisher
 	// owns it from Publish until the done callback runs.
 	Body []byte
@@ -75,13 +86,17 @@ type Publisher interface {
 // SessionState is what a gateway node persists per shard so that a
 // restarted node RESUMEs instead of identifying.
 type SessionState struct {
-	Shard            int       `json:"shard"`
-	NumShards        int       `json:"num_shards"`
-	SessionID        string    `json:"session_id"`
-	Seq              int64     `json:"seq"` // last sequence published durably
-	ResumeGatewayURL string    `json:"resume_gateway_url"`
-	Node             string    `json:"node,omitempty"`
-	Updated          time.Time `json:"updated"`
+	Shard            int    `json:"shard"`
+	NumShards        int    `json:"num_shards"`
+	SessionID        string `json:"session_id"`
+	Seq              int64  `json:"seq"` // last sequence published durably
+	ResumeGatewayURL string `json:"resume_gateway_url"`
+	Node             string `json:"node,omitempty"`
+	// Lease is the fencing token of the lease the state was saved under, 0
+	// without a coordinator. A store refuses to overwrite or delete state
+	// saved under a greater token (ErrFenced).
+	Lease   uint64    `json:"lease,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 // LastBatch describes the newest batch stored for a shard.
@@ -94,11 +109,15 @@ type LastBatch struct {
 type Store interface {
 	// LoadSession returns the saved state of shard/numShards, or ErrNotFound.
 	LoadSession(ctx context.Context, shard, numShards int) (SessionState, error)
-	// SaveSession stores st (keyed by st.Shard and st.NumShards).
+	// SaveSession stores st (keyed by st.Shard and st.NumShards). It
+	// returns ErrFenced, and stores nothing, when the saved state has a
+	// greater Lease than st.
 	SaveSession(ctx context.Context, st SessionState) error
 	// DeleteSession forgets the state of shard/numShards (a session that
-	// can no longer be resumed). Deleting a missing key is not an error.
-	DeleteSession(ctx context.Context, shard, numShards int) error
+	// can no longer be resumed), saved under lease or an older one; it
+	// returns ErrFenced for state saved under a greater lease. Deleting a
+	// missing key is not an error.
+	DeleteSession(ctx context.Context, shard, numShards int, lease uint64) error
 	// LastBatch returns the newest batch stored for shard, or ErrNotFound.
 	LastBatch(ctx context.Context, shard int) (LastBatch, error)
 }

@@ -28,7 +28,7 @@ var testTokens = Tokens{Admin: "admin-secret", Node: "node-secret", Worker: "wor
 func newTest(t *testing.T, mod func(*Config)) *Coordinator {
 	t.Helper()
 	cfg := Config{Tokens: testTokens, ShardCount: 8, MaxConcurrency: 2, IdentifyMargin: -1, SessionStarts: -1,
-		Logger: slog.New(slog.DiscardHandler)}
+		FirstToken: 1, Logger: slog.New(slog.DiscardHandler)}
 	if mod != nil {
 		mod(&cfg)
 	}

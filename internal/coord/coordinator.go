@@ -47,6 +47,10 @@ type Config struct {
 	// heartbeat; a node heartbeats every third of it. Its shards go to
 	// other nodes once it expires. Default 15s.
 	LeaseTTL time.Duration
+	// FirstToken is the fencing token of the first lease granted without
+	// saved state. Default: the start time in microseconds since the
+	// epoch, so tokens grow across restarts even without a State.
+	FirstToken uint64
 	// BucketAligned keeps each identify bucket's shards on one node where
 	// capacity allows.
 	BucketAligned bool
@@ -151,7 +155,10 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	fl, err := newFleet(cfg.ShardCount, cfg.LeaseTTL, cfg.BucketAligned, cfg.MaxConcurrency)
+	// Tokens count up from the start time in microseconds: a coordinator
+	// that lost its state (no -nats) still issues tokens above every one
+	// it issued before, which the nodes' session store fences on.
+	fl, err := newFleet(cfg.ShardCount, cfg.LeaseTTL, cfg.BucketAligned, cfg.MaxConcurrency, firstToken(cfg.FirstToken))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
@@ -273,4 +280,11 @@ func (c *Coordinator) refreshBudget(ctx context.Context, now time.Time) time.Dur
 		next = reset + time.Second // right after the window resets
 	}
 	return next
+}
+
+func firstToken(configured uint64) uint64 {
+	if configured > 0 {
+		return configured
+	}
+	return uint64(time.Now().UnixMicro())
 }

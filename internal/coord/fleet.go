@@ -74,8 +74,8 @@ type nodeOrders struct {
 	Revoke []int `json:"revoke"`
 }
 
-func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int) (*fleet, error) {
-	t, err := lease.New(lease.Config{TTL: ttl})
+func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int, firstToken uint64) (*fleet, error) {
+	t, err := lease.New(lease.Config{TTL: ttl, FirstToken: firstToken})
 	if err != nil {
 		return nil, err
 	}

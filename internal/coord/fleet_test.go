@@ -14,7 +14,7 @@ import (
 // a coordinator restart.
 func TestFleetTranscript(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	f, err := newFleet(4, 9*time.Second, false, 1)
+	f, err := newFleet(4, 9*time.Second, false, 1, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestFleetTranscript(t *testing.T) {
 	}
 
 	// A restarted coordinator adopts what nodes report, under new tokens.
-	f2, _ := newFleet(4, 9*time.Second, false, 1)
+	f2, _ := newFleet(4, 9*time.Second, false, 1, 1)
 	o, err := f2.beat(t0, "b", nodeBeat{Shards: h(0, 7, 1, 8, 2, 5, 3, 6)})
 	if err != nil || len(o.Renewed) != 4 || len(o.Revoke) != 0 || len(o.Assign) != 0 {
 		t.Errorf("after a coordinator restart: %+v %v", o, err)
@@ -79,7 +79,7 @@ func TestFleetTranscript(t *testing.T) {
 }
 
 func TestFleetBadBeats(t *testing.T) {
-	f, _ := newFleet(4, 9*time.Second, false, 1)
+	f, _ := newFleet(4, 9*time.Second, false, 1, 1)
 	for _, tc := range []struct {
 		id   string
 		b    nodeBeat
@@ -101,7 +101,7 @@ func TestFleetBadBeats(t *testing.T) {
 // capacity caps what a node gets.
 func TestFleetDraining(t *testing.T) {
 	t0 := time.Unix(0, 0)
-	f, _ := newFleet(4, 9*time.Second, false, 1)
+	f, _ := newFleet(4, 9*time.Second, false, 1, 1)
 	o, _ := f.beat(t0, "a", nodeBeat{Capacity: 3})
 	if len(o.Assign) != 3 {
 		t.Fatalf("capacity 3: assigned %v", o.Assign)

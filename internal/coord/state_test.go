@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // memState is a StateStore in memory.
@@ -123,5 +124,26 @@ func TestStateKeepsShardmanAndGlance(t *testing.T) {
 	}
 	if code, _, _ := do(c2, "GET", "/connect", testTokens.Worker, "", ""); code != 200 {
 		t.Errorf("connect: %d", code) // shard 1 is free; shard 0 is the restored worker's
+	}
+}
+
+// TestTokensGrowWithoutState: a coordinator without saved state seeds its
+// fencing tokens from the clock, so a restarted one never issues a token
+// at or below one it issued before, which would fence the new owner out
+// of the session store.
+func TestTokensGrowWithoutState(t *testing.T) {
+	first := newTest(t, func(c *Config) { c.FirstToken = 0 })
+	f1 := first.fleet.leases.NextToken()
+	if _, err := first.fleet.leases.Acquire(time.Now(), 3, "a"); err != nil {
+		t.Fatal(err)
+	}
+	issued := first.fleet.leases.NextToken() - 1
+	time.Sleep(time.Millisecond)
+	second := newTest(t, func(c *Config) { c.FirstToken = 0 })
+	if f2 := second.fleet.leases.NextToken(); f2 <= issued || f2 <= f1 {
+		t.Errorf("restarted coordinator's first token %d, want above %d issued before", f2, issued)
+	}
+	if f1 < uint64(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()) {
+		t.Errorf("first token %d is not seeded from the clock", f1)
 	}
 }

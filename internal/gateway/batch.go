@@ -100,9 +100,13 @@ func (b *batcher) publishLarge(ctx context.Context, session string, h discord.He
 		b.n.metrics.oversize.Add(1)
 		return nil
 	}
+	tok, ok := b.n.lease(b.shard)
+	if !ok {
+		return ErrFenced
+	}
 	c := &broker.Batch{
 		Subject: b.n.intern(b.subj), Shard: b.shard, NumShards: b.numShards, Session: session,
-		FirstSeq: h.S, LastSeq: h.S, Count: 1, Body: body,
+		FirstSeq: h.S, LastSeq: h.S, Count: 1, Lease: tok, Body: body,
 	}
 	b.n.inflight.Add(1)
 	b.pending.Add(1)
@@ -119,6 +123,13 @@ func (b *batcher) flushLocked(ctx context.Context) error {
 	if c == nil {
 		return nil
 	}
+	tok, ok := b.n.lease(b.shard)
+	if !ok {
+		// Kept unpublished: the saved sequence has not moved past it, so
+		// the shard's next owner gets these events again when it resumes.
+		return ErrFenced
+	}
+	c.Lease = tok
 	b.cur = nil
 	b.timer.Stop()
 	if b.n.cfg.BatchCompression == BatchS2 && c.Body[0] == broker.FormatRecords && len(c.Body) >= minCompress {

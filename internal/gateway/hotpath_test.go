@@ -30,7 +30,7 @@ func (b *nopBroker) LoadSession(context.Context, int, int) (broker.SessionState,
 	return broker.SessionState{}, broker.ErrNotFound
 }
 func (b *nopBroker) SaveSession(context.Context, broker.SessionState) error { return nil }
-func (b *nopBroker) DeleteSession(context.Context, int, int) error          { return nil }
+func (b *nopBroker) DeleteSession(context.Context, int, int, uint64) error  { return nil }
 func (b *nopBroker) LastBatch(context.Context, int) (broker.LastBatch, error) {
 	return broker.LastBatch{}, broker.ErrNotFound
 }

@@ -34,6 +34,7 @@ type storedBatch struct {
 	subject  string
 	shard    int
 	session  string
+	lease    uint64
 	payloads [][]byte
 }
 
@@ -57,7 +58,7 @@ func (m *memBroker) Publish(ctx context.Context, b *broker.Batch, done func(*bro
 		m.dups++
 	} else {
 		m.seen[id] = true
-		sb := storedBatch{subject: b.Subject, shard: b.Shard, session: b.Session}
+		sb := storedBatch{subject: b.Subject, shard: b.Shard, session: b.Session, lease: b.Lease}
 		err := broker.Records(b.Body, func(p []byte) error {
 			sb.payloads = append(sb.payloads, slices.Clone(p))
 			return nil
@@ -92,13 +93,19 @@ func (m *memBroker) LoadSession(ctx context.Context, shard, n int) (broker.Sessi
 func (m *memBroker) SaveSession(ctx context.Context, st broker.SessionState) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if cur, ok := m.sessions[key(st.Shard, st.NumShards)]; ok && cur.Lease > st.Lease && st.Lease != 0 {
+		return broker.ErrFenced
+	}
 	m.sessions[key(st.Shard, st.NumShards)] = st
 	return nil
 }
 
-func (m *memBroker) DeleteSession(ctx context.Context, shard, n int) error {
+func (m *memBroker) DeleteSession(ctx context.Context, shard, n int, lease uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if cur, ok := m.sessions[key(shard, n)]; ok && cur.Lease > lease && lease != 0 {
+		return broker.ErrFenced
+	}
 	delete(m.sessions, key(shard, n))
 	return nil
 }
@@ -140,4 +147,23 @@ func (m *memBroker) events(t testing.TB) []event {
 		}
 	}
 	return out
+}
+
+// leases returns the lease tokens of shard's stored batches, in order.
+func (m *memBroker) leases(shard int) []uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []uint64
+	for _, b := range m.msgs {
+		if b.shard == shard {
+			out = append(out, b.lease)
+		}
+	}
+	return out
+}
+
+func (m *memBroker) session(shard, n int) broker.SessionState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sessions[key(shard, n)]
 }

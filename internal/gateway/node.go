@@ -34,7 +34,25 @@ var (
 	// ErrNotStarted: the node is not running (Run has not started its
 	// shards yet, or it is shutting down).
 	ErrNotStarted = errors.New("gateway: node not running")
+	// ErrFenced: the node no longer holds the lease on a shard (see
+	// Leases), so it publishes and saves nothing more for it. It is
+	// broker.ErrFenced, which the session store returns for state saved
+	// under a newer lease.
+	ErrFenced = broker.ErrFenced
 )
+
+// Leases tells a node whether it still holds the lease on each shard it
+// runs; the coordinator's agent implements it. A node checks it before
+// every batch it publishes and every state it saves, and stamps both with
+// the token, so that a node that lost a shard (partitioned from the
+// coordinator, or paused) cannot publish or save as its owner: the store
+// refuses state older than what the new owner saved, and consumers see
+// which owner published each batch (broker.HeaderLease).
+type Leases interface {
+	// Lease returns shard's fencing token and whether this node may still
+	// act as its owner now.
+	Lease(shard int) (token uint64, ok bool)
+}
 
 // Config configures a Node. Zero values mean the documented defaults.
 type Config struct {
@@ -118,6 +136,10 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful part of a shutdown (closing
 	// connections, publishing what was read, saving state). Default 30s.
 	ShutdownTimeout time.Duration
+
+	// Leases, when set, fences the node's shards (see Leases). Nil: no
+	// coordinator; every batch and saved state carries lease token 0.
+	Leases Leases
 
 	// NodeID names this node in saved state and logs. Default: host name.
 	NodeID string
@@ -545,10 +567,22 @@ func (n *Node) runners() []*shardRunner {
 func (n *Node) persist(ctx context.Context, force bool) {
 	now := time.Now()
 	for _, r := range n.runners() {
-		if err := n.save(ctx, r, now, force); err != nil {
+		err := n.save(ctx, r, now, force)
+		switch {
+		case errors.Is(err, ErrFenced):
+			r.fenced(err)
+		case err != nil:
 			n.log.Warn("saving session state", "shard", r.id, "err", err) // tried again next tick
 		}
 	}
+}
+
+// lease returns shard's fencing token and whether the node still holds it.
+func (n *Node) lease(shard int) (uint64, bool) {
+	if n.cfg.Leases == nil {
+		return 0, true
+	}
+	return n.cfg.Leases.Lease(shard)
 }
 
 // save stores r's session state when it changed (or, with force, when only
@@ -558,9 +592,14 @@ func (n *Node) save(ctx context.Context, r *shardRunner, now time.Time, force bo
 	if !changed {
 		return nil
 	}
+	tok, ok := n.lease(r.id)
+	if !ok {
+		return fmt.Errorf("gateway: shard %d: %w", r.id, ErrFenced)
+	}
+	st.Lease = tok
 	var err error
 	if st.SessionID == "" {
-		err = n.cfg.Store.DeleteSession(ctx, st.Shard, st.NumShards)
+		err = n.cfg.Store.DeleteSession(ctx, st.Shard, st.NumShards, tok)
 	} else {
 		err = n.cfg.Store.SaveSession(ctx, st)
 	}

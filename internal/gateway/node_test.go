@@ -424,3 +424,108 @@ func TestNodeHandoff(t *testing.T) {
 		t.Errorf("%d sessions in the stream, want %d", sessions, simCfg.Shards)
 	}
 }
+
+// testLeases is a Leases a test sets by hand.
+type testLeases struct {
+	mu sync.Mutex
+	m  map[int]testLease
+}
+
+type testLease struct {
+	token uint64
+	ok    bool
+}
+
+func (l *testLeases) set(shard int, token uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[int]testLease{}
+	}
+	l.m[shard] = testLease{token, ok}
+}
+
+func (l *testLeases) Lease(shard int) (uint64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	x := l.m[shard]
+	return x.token, x.ok
+}
+
+// TestNodeFencing: a node stamps every batch and saved state with its
+// lease token; once it loses a shard's lease it publishes and saves
+// nothing more for that shard and stops it, while its other shards go on.
+// The shard's next owner RESUMEs it under a newer token, and the stream
+// has no gap: what the fenced node kept back is replayed.
+func TestNodeFencing(t *testing.T) {
+	s, api := startSim(t, testSimConfig())
+	b := newMemBroker(t)
+	var la, lb testLeases
+	for shard := range 4 {
+		la.set(shard, 5, true)
+	}
+	cfgA := testNodeConfig(t, api, b)
+	cfgA.NodeID, cfgA.Leases = "a", &la
+	a, stopA := runNode(t, cfgA)
+	defer stopA()
+	waitFor(t, 10*time.Second, "node a READY", func() bool { return allReady(a) })
+	waitFor(t, 10*time.Second, "events", func() bool { return a.Stats().Published > 200 })
+	waitFor(t, 5*time.Second, "shard 1 saved under lease 5", func() bool { return b.session(1, 4).Lease == 5 })
+
+	la.set(1, 5, false) // lost: say the coordinator could not be reached
+	waitFor(t, 10*time.Second, "shard 1 stopped", func() bool {
+		for _, st := range a.Status() {
+			if st.Shard == 1 {
+				return st.State == "stopped"
+			}
+		}
+		return false
+	})
+	frozen := len(b.leases(1))
+	saved := b.session(1, 4)
+	before := a.Stats().Published
+	waitFor(t, 10*time.Second, "events on the other shards", func() bool { return a.Stats().Published > before+100 })
+	if n := len(b.leases(1)); n != frozen {
+		t.Errorf("%d batches of shard 1 published after its lease was lost", n-frozen)
+	}
+	if got := b.session(1, 4); got != saved {
+		t.Errorf("shard 1's state saved after its lease was lost: %+v, was %+v", got, saved)
+	}
+	if err := a.Remove(t.Context(), 1); !errors.Is(err, ErrFenced) {
+		t.Errorf("Remove of a fenced shard = %v, want ErrFenced (its state is not saved)", err)
+	}
+
+	// The next owner resumes it under a newer token.
+	lb.set(1, 9, true)
+	cfgB := testNodeConfig(t, api, b)
+	cfgB.NodeID, cfgB.Shards, cfgB.Leases = "b", []int{}, &lb
+	nb, stopB := runNode(t, cfgB)
+	defer stopB()
+	if err := nb.Add(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "shard 1 on node b", func() bool { return allReady(nb) && len(b.leases(1)) > frozen+5 })
+	waitFor(t, 5*time.Second, "shard 1 saved under lease 9", func() bool { return b.session(1, 4).Lease == 9 })
+	// A stale save from the old owner is refused by the store.
+	stale := b.session(1, 4)
+	stale.Lease, stale.Seq = 5, stale.Seq+1000
+	if err := b.SaveSession(t.Context(), stale); !errors.Is(err, ErrFenced) {
+		t.Errorf("stale save = %v, want ErrFenced", err)
+	}
+	stopA()
+	stopB()
+	tokens := b.leases(1)
+	for i, tok := range tokens {
+		want := uint64(5)
+		if i >= frozen {
+			want = 9
+		}
+		if tok != want {
+			t.Fatalf("shard 1 batch %d has lease %d, want %d (lost at batch %d): %v", i, tok, want, frozen, tokens)
+		}
+	}
+	if got := s.Stats().Identifies; got != 4 {
+		t.Errorf("%d identifies, want 4: the fenced shard must be resumed", got)
+	}
+	checkStream(t, b.events(t))
+}

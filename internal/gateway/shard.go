@@ -159,6 +159,14 @@ func (r *shardRunner) waitGate() {
 	r.step(r.m.IdentifyGranted)
 }
 
+// fenced stops the shard because the node lost its lease: nothing more
+// is published or saved for it, and its connection ends without a close
+// frame, so the shard's new owner can RESUME the session.
+func (r *shardRunner) fenced(err error) {
+	r.n.log.Error("lease on the shard lost: stopping it without publishing further", "shard", r.id, "err", err)
+	r.step(r.m.Stop)
+}
+
 // onPublished runs when the broker stored (or gave up on) a batch.
 func (r *shardRunner) onPublished(c *broker.Batch, err error) {
 	if err == nil {
@@ -196,10 +204,14 @@ func (r *shardRunner) run() {
 		r.rearm()
 		r.mu.Unlock()
 		err = r.read(conn)
-		conn.closeNow()
+		conn.closeNow() // no close frame: the session stays resumable
 		r.mu.Lock()
 		r.conn = nil
 		r.mu.Unlock()
+		if errors.Is(err, ErrFenced) {
+			r.fenced(err)
+			continue
+		}
 		r.step(func(now time.Time, dst []Action) []Action { return r.m.Closed(now, err, dst) })
 	}
 	r.timer.Stop()

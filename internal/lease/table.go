@@ -40,6 +40,10 @@ type Config struct {
 	// TTL is how long a lease lives after it is granted or renewed, and so
 	// how long a silent holder keeps its shards. Zero means DefaultTTL.
 	TTL time.Duration
+	// FirstToken is the token of the first grant; zero means 1. A service
+	// that may lose its saved state seeds it from a clock (microseconds
+	// since the epoch, say), so tokens stay above those it issued before.
+	FirstToken uint64
 }
 
 // Lease is one shard's lease.
@@ -74,7 +78,7 @@ func New(cfg Config) (*Table, error) {
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
 	}
-	return &Table{ttl: cfg.TTL, leases: map[int]Lease{}, next: 1}, nil
+	return &Table{ttl: cfg.TTL, leases: map[int]Lease{}, next: max(cfg.FirstToken, 1)}, nil
 }
 
 // TTL returns the lease TTL in effect.

@@ -36,6 +36,11 @@ type Broker struct {
 	kv         jetstream.KeyValue
 	maxBody    int
 
+	// revs caches the session bucket revision this broker last read or
+	// wrote per key, so a fenced save costs one compare-and-set.
+	revMu sync.Mutex
+	revs  map[string]uint64
+
 	// Publishing: see publish.go.
 	sem       chan struct{} // one token per batch in flight
 	queue     chan *entry   // published batches, in publish order, to the ack goroutine
@@ -73,6 +78,7 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		queue:      make(chan *entry, cfg.MaxPending),
 		closing:    make(chan struct{}),
 		ackerDone:  make(chan struct{}),
+		revs:       map[string]uint64{},
 	}
 	if err := b.open(ctx); err != nil {
 		b.shutdown()

@@ -348,7 +348,7 @@ func TestClosed(t *testing.T) {
 	if err := b.SaveSession(ctx, broker.SessionState{NumShards: 1}); !errors.Is(err, broker.ErrClosed) {
 		t.Errorf("SaveSession after Close = %v, want ErrClosed", err)
 	}
-	if err := b.DeleteSession(ctx, 0, 1); !errors.Is(err, broker.ErrClosed) {
+	if err := b.DeleteSession(ctx, 0, 1, 0); !errors.Is(err, broker.ErrClosed) {
 		t.Errorf("DeleteSession after Close = %v, want ErrClosed", err)
 	}
 	if _, err := b.LastBatch(ctx, 0); !errors.Is(err, broker.ErrClosed) {

@@ -42,6 +42,7 @@ var entryPool = sync.Pool{New: func() any {
 		broker.HeaderShard:   {""},
 		broker.HeaderSession: {""},
 		broker.HeaderSeq:     {""},
+		broker.HeaderLease:   {""},
 	}
 	return e
 }}
@@ -91,6 +92,7 @@ func (b *Broker) Publish(ctx context.Context, batch *broker.Batch, done func(*br
 	h[broker.HeaderShard][0] = strconv.Itoa(batch.Shard) + "/" + strconv.Itoa(batch.NumShards)
 	h[broker.HeaderSession][0] = batch.Session
 	h[broker.HeaderSeq][0] = strconv.FormatInt(batch.FirstSeq, 10) + "-" + strconv.FormatInt(batch.LastSeq, 10)
+	h[broker.HeaderLease][0] = strconv.FormatUint(batch.Lease, 10)
 
 	b.mu.RLock()
 	if b.closed {

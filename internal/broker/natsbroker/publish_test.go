@@ -99,6 +99,7 @@ func TestPublishConcurrent(t *testing.T) {
 func TestPublishMessage(t *testing.T) {
 	b := openTest(t, Config{Prefix: "gh"})
 	batch := newBatch(b, 3, "MESSAGE_CREATE", "abc", 41, `{"t":"MESSAGE_CREATE","s":41}`, `{"t":"MESSAGE_CREATE","s":42}`)
+	batch.Lease = 1763856000123456
 	publishWait(t, b, batch)
 	m := readStream(t, b, 1)[0]
 	if got, want := m.Subject(), "gh.ev.3.0.MESSAGE_CREATE"; got != want {
@@ -116,6 +117,7 @@ func TestPublishMessage(t *testing.T) {
 		broker.HeaderShard:   "3/16",
 		broker.HeaderSession: "abc",
 		broker.HeaderSeq:     "41-42",
+		broker.HeaderLease:   "1763856000123456",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("headers (-want +got):\n%s", diff)

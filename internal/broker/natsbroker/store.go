@@ -26,7 +26,10 @@ func sessionKey(shard, numShards int) (string, error) {
 }
 
 // SaveSession stores st under "<st.NumShards>.<st.Shard>" in the session
-// bucket.
+// bucket. With st.Lease set the write is fenced: it is a compare-and-set
+// on the key's revision, and it fails with broker.ErrFenced when the state
+// in the bucket was saved under a greater lease (the shard moved to another
+// node). A save without a lease overwrites whatever is there.
 func (b *Broker) SaveSession(ctx context.Context, st broker.SessionState) error {
 	key, err := sessionKey(st.Shard, st.NumShards)
 	if err != nil {
@@ -39,10 +42,111 @@ func (b *Broker) SaveSession(ctx context.Context, st broker.SessionState) error 
 	if err != nil {
 		return fmt.Errorf("natsbroker: save session %s: %w", key, err)
 	}
-	if _, err := b.kv.Put(ctx, key, val); err != nil {
+	if st.Lease == 0 {
+		rev, err := b.kv.Put(ctx, key, val)
+		if err != nil {
+			return fmt.Errorf("natsbroker: save session %s: %w", key, err)
+		}
+		b.setRev(key, rev)
+		return nil
+	}
+	err = b.fenced(ctx, key, st.Lease, func(rev uint64) (uint64, error) {
+		if rev == 0 {
+			return b.kv.Create(ctx, key, val) // also over a delete marker
+		}
+		return b.kv.Update(ctx, key, val, rev)
+	})
+	if err != nil {
 		return fmt.Errorf("natsbroker: save session %s: %w", key, err)
 	}
 	return nil
+}
+
+// maxFencedTries bounds the compare-and-set retries of one fenced write;
+// each retry means another writer changed the key in between.
+const maxFencedTries = 5
+
+// fenced runs write, a compare-and-set against the key's revision (0: the
+// key must not exist), until it succeeds, or fails with broker.ErrFenced
+// once the key turns out to hold state saved under a lease greater than
+// lease. The revision comes from the cache first, so an owner that is the
+// key's only writer pays one request.
+func (b *Broker) fenced(ctx context.Context, key string, lease uint64, write func(rev uint64) (uint64, error)) error {
+	rev, known := b.rev(key)
+	for range maxFencedTries {
+		if !known {
+			cur, r, err := b.current(ctx, key)
+			if err != nil {
+				return err
+			}
+			if cur > lease {
+				b.dropRev(key)
+				return fmt.Errorf("%w (saved under lease %d, ours is %d)", broker.ErrFenced, cur, lease)
+			}
+			rev, known = r, true
+		}
+		next, err := write(rev)
+		if err == nil {
+			b.setRev(key, next)
+			return nil
+		}
+		if !casConflict(err) {
+			return err
+		}
+		known = false // somebody else wrote: read who
+	}
+	b.dropRev(key)
+	return fmt.Errorf("key changed under %d compare-and-set attempts", maxFencedTries)
+}
+
+// casConflict reports whether err says a compare-and-set lost: the key
+// exists, or its revision moved (10071; 10164 on replicated streams).
+func casConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// current returns the lease and revision of the state saved under key;
+// both are 0 when there is none.
+func (b *Broker) current(ctx context.Context, key string) (lease, rev uint64, err error) {
+	ent, err := b.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	var st struct {
+		Lease uint64 `json:"lease"`
+	}
+	if err := json.Unmarshal(ent.Value(), &st); err != nil {
+		// Not ours to judge: treat it as unleased state and overwrite it.
+		b.log.Warn("unreadable session state; overwriting it", "key", key, "err", err)
+	}
+	return st.Lease, ent.Revision(), nil
+}
+
+func (b *Broker) rev(key string) (uint64, bool) {
+	b.revMu.Lock()
+	defer b.revMu.Unlock()
+	r, ok := b.revs[key]
+	return r, ok
+}
+
+func (b *Broker) setRev(key string, rev uint64) {
+	b.revMu.Lock()
+	b.revs[key] = rev
+	b.revMu.Unlock()
+}
+
+func (b *Broker) dropRev(key string) {
+	b.revMu.Lock()
+	delete(b.revs, key)
+	b.revMu.Unlock()
 }
 
 // LoadSession returns the saved session of shard/numShards, or an error
@@ -57,6 +161,7 @@ func (b *Broker) LoadSession(ctx context.Context, shard, numShards int) (broker.
 	}
 	ent, err := b.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		b.dropRev(key)
 		return broker.SessionState{}, fmt.Errorf("natsbroker: session %s: %w", key, broker.ErrNotFound)
 	}
 	if err != nil {
@@ -66,12 +171,15 @@ func (b *Broker) LoadSession(ctx context.Context, shard, numShards int) (broker.
 	if err := json.Unmarshal(ent.Value(), &st); err != nil {
 		return broker.SessionState{}, fmt.Errorf("natsbroker: load session %s: %w", key, err)
 	}
+	b.setRev(key, ent.Revision())
 	return st, nil
 }
 
-// DeleteSession forgets the session of shard/numShards. Deleting a missing
-// session is not an error.
-func (b *Broker) DeleteSession(ctx context.Context, shard, numShards int) error {
+// DeleteSession forgets the session of shard/numShards. With lease set it
+// is fenced like SaveSession: state saved under a greater lease stays, and
+// the call fails with broker.ErrFenced. Deleting a missing session is not
+// an error.
+func (b *Broker) DeleteSession(ctx context.Context, shard, numShards int, lease uint64) error {
 	key, err := sessionKey(shard, numShards)
 	if err != nil {
 		return err
@@ -79,7 +187,18 @@ func (b *Broker) DeleteSession(ctx context.Context, shard, numShards int) error 
 	if b.isClosed() {
 		return broker.ErrClosed
 	}
-	if err := b.kv.Delete(ctx, key); err != nil {
+	if lease == 0 {
+		err = b.kv.Delete(ctx, key)
+	} else {
+		err = b.fenced(ctx, key, lease, func(rev uint64) (uint64, error) {
+			if rev == 0 {
+				return 0, nil // nothing saved
+			}
+			return 0, b.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+		})
+	}
+	b.dropRev(key) // the delete marker's revision is unknown: read it when needed
+	if err != nil {
 		return fmt.Errorf("natsbroker: delete session %s: %w", key, err)
 	}
 	return nil

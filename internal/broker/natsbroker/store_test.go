@@ -52,16 +52,16 @@ func TestSessions(t *testing.T) {
 		t.Errorf("LoadSession after overwrite = %+v, %v; want seq 99", got, err)
 	}
 
-	if err := b.DeleteSession(ctx, 3, 8); err != nil {
+	if err := b.DeleteSession(ctx, 3, 8, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.LoadSession(ctx, 3, 8); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("LoadSession after delete = %v, want ErrNotFound", err)
 	}
-	if err := b.DeleteSession(ctx, 3, 8); err != nil {
+	if err := b.DeleteSession(ctx, 3, 8, 0); err != nil {
 		t.Errorf("DeleteSession of a deleted key = %v, want nil", err)
 	}
-	if err := b.DeleteSession(ctx, 0, 1); err != nil {
+	if err := b.DeleteSession(ctx, 0, 1, 0); err != nil {
 		t.Errorf("DeleteSession of a missing key = %v, want nil", err)
 	}
 	if err := b.SaveSession(ctx, st); err != nil {
@@ -82,7 +82,7 @@ func TestSessionBadShard(t *testing.T) {
 		if _, err := b.LoadSession(ctx, tt.shard, tt.num); !errors.Is(err, ErrBadShard) {
 			t.Errorf("LoadSession(%d, %d) = %v, want ErrBadShard", tt.shard, tt.num, err)
 		}
-		if err := b.DeleteSession(ctx, tt.shard, tt.num); !errors.Is(err, ErrBadShard) {
+		if err := b.DeleteSession(ctx, tt.shard, tt.num, 0); !errors.Is(err, ErrBadShard) {
 			t.Errorf("DeleteSession(%d, %d) = %v, want ErrBadShard", tt.shard, tt.num, err)
 		}
 	}
@@ -162,5 +162,80 @@ func TestCoordinatorState(t *testing.T) {
 	// It does not disturb the sessions.
 	if _, err := b.LoadSession(ctx, 0, 1); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("LoadSession(0, 1) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestSessionFencing: two nodes share the bucket. Once the node with the
+// newer lease saved the shard's state, the old holder can neither overwrite
+// nor delete it, whatever its cached revision says; unleased and newer
+// writes go through.
+func TestSessionFencing(t *testing.T) {
+	old := openTest(t, Config{Listen: "127.0.0.1:0"})
+	cur := openTest(t, Config{URL: old.ClientURL(), Name: "new"})
+	ctx := testCtx(t)
+	st := func(seq int64, lease uint64) broker.SessionState {
+		return broker.SessionState{Shard: 2, NumShards: 4, SessionID: "s", Seq: seq, Lease: lease}
+	}
+	load := func() broker.SessionState {
+		t.Helper()
+		got, err := cur.LoadSession(ctx, 2, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	// The old holder saves twice (the second from its cached revision).
+	for _, seq := range []int64{10, 11} {
+		if err := old.SaveSession(ctx, st(seq, 7)); err != nil {
+			t.Fatalf("save under the current lease: %v", err)
+		}
+	}
+	// The new holder loads it and saves under its newer lease.
+	if got := load(); got.Seq != 11 || got.Lease != 7 {
+		t.Fatalf("loaded %+v, want seq 11 lease 7", got)
+	}
+	if err := cur.SaveSession(ctx, st(12, 9)); err != nil {
+		t.Fatalf("save under a newer lease: %v", err)
+	}
+	// The old holder's cached revision is stale, its lease older: refused.
+	if err := old.SaveSession(ctx, st(50, 7)); !errors.Is(err, broker.ErrFenced) {
+		t.Errorf("stale save = %v, want ErrFenced", err)
+	}
+	if err := old.DeleteSession(ctx, 2, 4, 7); !errors.Is(err, broker.ErrFenced) {
+		t.Errorf("stale delete = %v, want ErrFenced", err)
+	}
+	if got := load(); got.Seq != 12 || got.Lease != 9 {
+		t.Errorf("after the stale writes: %+v, want seq 12 lease 9 kept", got)
+	}
+	// The new holder keeps saving; a third, newer one takes over from it.
+	if err := cur.SaveSession(ctx, st(13, 9)); err != nil {
+		t.Errorf("save by the holder: %v", err)
+	}
+	if err := old.SaveSession(ctx, st(14, 10)); err != nil {
+		t.Errorf("save under the newest lease: %v", err)
+	}
+	if err := cur.SaveSession(ctx, st(15, 9)); !errors.Is(err, broker.ErrFenced) {
+		t.Errorf("save by the superseded holder = %v, want ErrFenced", err)
+	}
+	// Delete under the newest lease, then anyone may create it again.
+	if err := old.DeleteSession(ctx, 2, 4, 10); err != nil {
+		t.Errorf("delete by the holder: %v", err)
+	}
+	if _, err := cur.LoadSession(ctx, 2, 4); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("after delete: %v, want ErrNotFound", err)
+	}
+	if err := cur.DeleteSession(ctx, 2, 4, 9); err != nil {
+		t.Errorf("delete of a deleted key: %v", err)
+	}
+	if err := cur.SaveSession(ctx, st(1, 3)); err != nil {
+		t.Errorf("save over a delete marker: %v", err)
+	}
+	// Without a lease, a save is a plain overwrite (no coordinator).
+	if err := old.SaveSession(ctx, st(2, 0)); err != nil {
+		t.Errorf("unleased save: %v", err)
+	}
+	if got := load(); got.Seq != 2 || got.Lease != 0 {
+		t.Errorf("after the unleased save: %+v", got)
 	}
 }

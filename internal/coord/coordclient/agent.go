@@ -47,8 +47,12 @@ type orders struct {
 	Revoke     []int  `json:"revoke"`
 }
 
-// agent is RunAgent's state.
-type agent struct {
+// Agent runs a gateway node's shards as the coordinator leases them (see
+// Run). It also implements gateway.Leases: the node asks it, before each
+// batch it publishes and each state it saves, whether it still holds the
+// shard's lease, so that a node cut off from the coordinator stops acting
+// as the owner before the coordinator gives the shard to another node.
+type Agent struct {
 	c    *Client
 	cfg  AgentConfig
 	node ShardRunner
@@ -58,62 +62,108 @@ type agent struct {
 	draining bool           // an operator drained this node
 	tokens   map[int]uint64 // shards running here (or starting, or stopping)
 	removing map[int]bool
-	released []held // stopped and saved, to report
+	released []held    // stopped and saved, to report
+	valid    time.Time // the leases are ours until then (see Lease)
+	ran      bool
 	wg       sync.WaitGroup
 }
 
-// RunAgent registers the node with the coordinator and runs its shards as
-// the coordinator assigns them until ctx ends: it heartbeats every third of
-// the lease TTL with the shards it runs, starts assigned shards and stops
-// revoked ones. When the coordinator cannot be reached for two thirds of
-// the TTL it stops every shard itself (saving their sessions), because the
-// coordinator will soon lease them to other nodes: one shard never runs on
-// two nodes. It returns when ctx ends and every stop it began is done.
-func (c *Client) RunAgent(ctx context.Context, node ShardRunner, cfg AgentConfig) error {
+// NewAgent returns the agent of node cfg.NodeID; Run starts it.
+func (c *Client) NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.NodeID == "" || len(cfg.NodeID) > 128 {
-		return fmt.Errorf("%w: NodeID: want 1 to 128 characters", ErrRefused)
+		return nil, fmt.Errorf("%w: NodeID: want 1 to 128 characters", ErrRefused)
 	}
 	if cfg.FirstInterval <= 0 {
 		cfg.FirstInterval = time.Second
 	}
-	a := &agent{c: c, cfg: cfg, node: node, capacity: cfg.Capacity, tokens: map[int]uint64{}, removing: map[int]bool{}}
+	return &Agent{c: c, cfg: cfg, capacity: cfg.Capacity, tokens: map[int]uint64{}, removing: map[int]bool{}}, nil
+}
+
+// RunAgent is NewAgent followed by Run, for a node that does not fence
+// its publishing with the agent's leases.
+func (c *Client) RunAgent(ctx context.Context, node ShardRunner, cfg AgentConfig) error {
+	a, err := c.NewAgent(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx, node)
+}
+
+// Lease returns the fencing token of shard and whether this node may still
+// act as its owner: the shard is leased here and the coordinator heard from
+// the node less than three quarters of the lease TTL ago, counted from when
+// the last answered heartbeat was sent. The coordinator expires a lease a
+// whole TTL after it received the heartbeat, so the quarter left covers
+// batches still in flight and clocks that run at slightly different rates.
+func (a *Agent) Lease(shard int) (uint64, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	tok, ok := a.tokens[shard]
+	return tok, ok && time.Now().Before(a.valid)
+}
+
+// Run registers the node with the coordinator and runs its shards as the
+// coordinator assigns them until ctx ends: it heartbeats every third of
+// the lease TTL with the shards it runs, starts assigned shards and stops
+// revoked ones. When the coordinator has not answered for half the TTL it
+// stops every shard itself (saving their sessions), because the coordinator
+// will soon lease them to other nodes: one shard never runs on two nodes.
+// A coordinator that restarts within that time costs nothing. Run returns
+// when ctx ends and every stop it began is done; an Agent runs once.
+func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
+	a.mu.Lock()
+	if a.ran {
+		a.mu.Unlock()
+		return errors.New("coordclient: Agent.Run called twice")
+	}
+	a.ran, a.node = true, node
+	a.mu.Unlock()
 	defer a.wg.Wait()
-	ctx, stop := context.WithCancel(ctx) // ends the push channel when RunAgent returns
+	ctx, stop := context.WithCancel(ctx) // ends the push channel when Run returns
 	defer stop()
 	a.wg.Go(func() { a.pushLoop(ctx) })
-	interval, ttl := cfg.FirstInterval, time.Duration(0)
+	interval, ttl := a.cfg.FirstInterval, time.Duration(0)
 	lastOK := time.Now()
 	for {
-		o, err := a.beat(ctx)
+		sent := time.Now()
+		o, err := a.beat(ctx, ttl)
 		now := time.Now()
+		wait := interval
 		switch {
 		case err == nil:
-			lastOK = now
+			lastOK = sent
 			if o.LeaseTTLMS > 0 {
 				ttl = time.Duration(o.LeaseTTLMS) * time.Millisecond
 				interval = ttl / 3
+				wait = interval
 			}
+			a.mu.Lock()
+			a.valid = sent.Add(3 * ttl / 4)
+			a.mu.Unlock()
 			a.apply(ctx, o)
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrRefused):
 			return err // a bad token or node ID: retrying cannot help
 		default:
-			c.log.Warn("coordinator heartbeat failed", "err", err, "since_last_ok", now.Sub(lastOK).Round(time.Millisecond))
-			if ttl > 0 && now.Sub(lastOK) >= 2*ttl/3 {
+			a.c.log.Warn("coordinator heartbeat failed", "err", err, "since_last_ok", now.Sub(lastOK).Round(time.Millisecond))
+			if ttl > 0 && now.Sub(lastOK) >= ttl/2 {
 				a.fence(ctx)
 			}
+			wait = interval / 3 // try again soon: the lease is running out
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
 	}
 }
 
 // beat sends one heartbeat.
-func (a *agent) beat(ctx context.Context) (orders, error) {
+// A heartbeat waits at most a quarter of the TTL (10s before the TTL is
+// known), so that a coordinator that hangs is noticed in time to fence.
+func (a *Agent) beat(ctx context.Context, ttl time.Duration) (orders, error) {
 	a.mu.Lock()
 	body := struct {
 		Capacity int    `json:"capacity"`
@@ -129,7 +179,11 @@ func (a *agent) beat(ctx context.Context) (orders, error) {
 		body.Released = []held{}
 	}
 	slices.SortFunc(body.Shards, func(x, y held) int { return x.Shard - y.Shard })
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	timeout := 10 * time.Second
+	if ttl > 0 {
+		timeout = min(timeout, ttl/4)
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var o orders
 	err := a.c.postJSON(rctx, "/v1/nodes/"+url.PathEscape(a.cfg.NodeID)+"/heartbeat", body, &o)
@@ -143,7 +197,7 @@ func (a *agent) beat(ctx context.Context) (orders, error) {
 }
 
 // apply carries out the coordinator's orders.
-func (a *agent) apply(ctx context.Context, o orders) {
+func (a *Agent) apply(ctx context.Context, o orders) {
 	a.mu.Lock()
 	for _, r := range o.Renewed {
 		if _, ok := a.tokens[r.Shard]; ok {
@@ -176,7 +230,7 @@ func (a *agent) apply(ctx context.Context, o orders) {
 
 // stop removes shard in the background; report says whether to report
 // it released afterwards.
-func (a *agent) stop(ctx context.Context, shard int, report bool) {
+func (a *Agent) stop(ctx context.Context, shard int, report bool) {
 	a.mu.Lock()
 	tok, ok := a.tokens[shard]
 	if !ok || a.removing[shard] {
@@ -211,7 +265,7 @@ func (a *agent) stop(ctx context.Context, shard int, report bool) {
 
 // fence stops every shard: the coordinator has not heard from this node
 // for most of the lease TTL and will give them to others.
-func (a *agent) fence(ctx context.Context) {
+func (a *Agent) fence(ctx context.Context) {
 	a.mu.Lock()
 	shards := make([]int, 0, len(a.tokens))
 	for s := range a.tokens {
@@ -223,7 +277,7 @@ func (a *agent) fence(ctx context.Context) {
 	if len(shards) == 0 {
 		return
 	}
-	a.c.log.Error("coordinator unreachable for most of the lease TTL: stopping every shard before its lease expires", "shards", len(shards))
+	a.c.log.Error("coordinator unreachable for half the lease TTL: stopping every shard before its lease expires", "shards", len(shards))
 	for _, s := range shards {
 		a.stop(ctx, s, true)
 	}

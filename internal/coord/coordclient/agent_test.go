@@ -2,12 +2,14 @@ package coordclient
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,4 +200,92 @@ func TestAgentCommands(t *testing.T) {
 	command(`{"target":"*","type":"undrain"}`)
 	waitUntil(t, "a takes its share again", func() bool { return len(n.running()) == 1 && len(b.running()) == 1 })
 	cancel()
+}
+
+// TestAgentLease: the agent answers gateway.Leases with the coordinator's
+// tokens. When the coordinator hangs (it accepts heartbeats and never
+// answers), the node stops its shards and the leases turn invalid before
+// the coordinator's own leases expire.
+func TestAgentLease(t *testing.T) {
+	const ttl = 900 * time.Millisecond
+	var hanging atomic.Bool // heartbeats hang until the client gives up
+	var hangs atomic.Int32
+	release := make(chan struct{})
+	srv := startCoord(t, func(c *coord.Config) { c.ShardCount = 2; c.LeaseTTL = ttl }, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/heartbeat") && hanging.Load() {
+				hangs.Add(1)
+				select {
+				case <-r.Context().Done():
+				case <-release:
+				}
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	c := newClient(t, srv.URL, "n")
+	ag, err := c.NewAgent(AgentConfig{NodeID: "a", FirstInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ag.Lease(0); ok {
+		t.Error("a lease before the first heartbeat")
+	}
+	n := newFakeNode()
+	wg.Go(func() {
+		if err := ag.Run(ctx, n); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitUntil(t, "both shards", func() bool { return len(n.running()) == 2 })
+
+	// The tokens are the coordinator's.
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/leases", nil)
+	req.Header.Set("Authorization", "Bearer a")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leases []coord.ShardLease
+	err = json.NewDecoder(resp.Body).Decode(&leases)
+	resp.Body.Close()
+	if err != nil || len(leases) != 2 {
+		t.Fatalf("leases %+v, %v", leases, err)
+	}
+	for _, l := range leases {
+		if tok, ok := ag.Lease(l.Shard); !ok || tok != l.Token {
+			t.Errorf("Lease(%d) = %d, %v; the coordinator says %d", l.Shard, tok, ok, l.Token)
+		}
+	}
+	if _, ok := ag.Lease(7); ok {
+		t.Error("Lease(7) valid: not leased here")
+	}
+
+	hanging.Store(true)
+	hungAt := time.Now()
+	waitUntil(t, "leases invalid", func() bool {
+		_, ok0 := ag.Lease(0)
+		_, ok1 := ag.Lease(1)
+		return !ok0 && !ok1
+	})
+	invalidAt := time.Since(hungAt)
+	waitUntil(t, "shards stopped", func() bool { return len(n.running()) == 0 })
+	if invalidAt >= ttl {
+		t.Errorf("leases valid for %v after the coordinator hung; it expires them after %v", invalidAt, ttl)
+	}
+	if hangs.Load() == 0 {
+		t.Error("no heartbeat hung")
+	}
+	hanging.Store(false)
+	close(release)
+	// The coordinator answers again: the shards come back under new leases.
+	waitUntil(t, "shards back", func() bool { return len(n.running()) == 2 })
+	waitUntil(t, "valid again", func() bool { _, ok := ag.Lease(0); return ok })
+	if err := ag.Run(ctx, n); err == nil {
+		t.Error("a second Run succeeded")
+	}
 }

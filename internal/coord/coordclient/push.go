@@ -31,7 +31,7 @@ type commandAck struct {
 
 // pushLoop keeps the push channel open until ctx ends, reconnecting with
 // backoff, and carries out the commands it brings.
-func (a *agent) pushLoop(ctx context.Context) {
+func (a *Agent) pushLoop(ctx context.Context) {
 	backoff := a.c.cfg.RetryMin
 	for ctx.Err() == nil {
 		start := time.Now()
@@ -54,7 +54,7 @@ func (a *agent) pushLoop(ctx context.Context) {
 }
 
 // pushOnce runs one push-channel connection.
-func (a *agent) pushOnce(ctx context.Context) error {
+func (a *Agent) pushOnce(ctx context.Context) error {
 	u := *a.c.base
 	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
 	u.Path += "/v1/nodes/" + url.PathEscape(a.cfg.NodeID) + "/push"
@@ -98,7 +98,7 @@ func (a *agent) pushOnce(ctx context.Context) error {
 var errUnknownCommand = errors.New("unknown command")
 
 // run carries out one command.
-func (a *agent) run(ctx context.Context, cmd command) error {
+func (a *Agent) run(ctx context.Context, cmd command) error {
 	a.c.log.Info("command from the coordinator", "id", cmd.ID, "type", cmd.Type)
 	switch cmd.Type {
 	case "restart_shard":
@@ -136,7 +136,7 @@ func (a *agent) run(ctx context.Context, cmd command) error {
 
 // restart closes shards and starts them again: each RESUMEs its session.
 // The leases stay with this node.
-func (a *agent) restart(ctx context.Context, shards []int) error {
+func (a *Agent) restart(ctx context.Context, shards []int) error {
 	var errs []error
 	for _, s := range shards {
 		a.mu.Lock()
