@@ -188,6 +188,21 @@ func TestFailoverEndToEnd(t *testing.T) {
 		t.Errorf("%d identify violations: %v", after.IdentifyViolations, after.Violations)
 	}
 
+	// Node b reports every shard ready, with the guild counts the moved
+	// shards brought along in their saved state.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ready, guilds, nodes := shardsReport(t, coordURL)
+		if ready == 64 && guilds == 640 && nodes == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("GET /v1/shards after the failover: %d ready, %d guilds on %d nodes; want 64, 640 on 1", ready, guilds, nodes)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// The coordinator restarts from its state in KV: node b keeps every
 	// shard under the same leases, so nothing moves.
 	tokensBefore := leaseTokens(t, coordURL)
@@ -219,6 +234,42 @@ func TestFailoverEndToEnd(t *testing.T) {
 		t.Errorf("%d shard sessions in the stream, want 64 (one per shard: moves and the failover resumed)", len(last))
 	}
 	broker.stop(t)
+}
+
+// shardsReport sums GET /v1/shards: shards ready, guilds reported, and
+// distinct holding nodes.
+func shardsReport(t *testing.T, base string) (ready, guilds, nodes int) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", base+"/v1/shards", nil)
+	req.Header.Set("Authorization", "Bearer admin-e2e")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l struct {
+		Shards []struct {
+			Node   string `json:"node"`
+			State  string `json:"state"`
+			Guilds *int   `json:"guilds"`
+		} `json:"shards"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/shards: %d %v", resp.StatusCode, err)
+	}
+	seen := map[string]bool{}
+	for _, s := range l.Shards {
+		if s.State == "ready" {
+			ready++
+		}
+		if s.Guilds != nil {
+			guilds += *s.Guilds
+		}
+		if s.Node != "" {
+			seen[s.Node] = true
+		}
+	}
+	return ready, guilds, len(seen)
 }
 
 // leaseTokens returns the coordinator's live leases: shard → token.

@@ -149,17 +149,21 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		defer cc.Close()
 		cfg.Gate = cc
 	}
-	var agent *coordclient.Agent
+	var (
+		agent *coordclient.Agent
+		node  *gateway.Node // set below, before the agent runs
+	)
 	if assigned {
 		if cfg.NodeID == "" {
 			cfg.NodeID, _ = os.Hostname()
 		}
-		if agent, err = cc.NewAgent(coordclient.AgentConfig{NodeID: cfg.NodeID, Capacity: *capacity}); err != nil {
+		report := func() []coordclient.ShardReport { return shardReports(node.Status()) }
+		if agent, err = cc.NewAgent(coordclient.AgentConfig{NodeID: cfg.NodeID, Capacity: *capacity, Report: report}); err != nil {
 			return usageError{"gateway: -node-id: " + err.Error()}
 		}
 		cfg.Leases = agent // publish and save only under a live lease
 	}
-	node, err := gateway.New(cfg)
+	node, err = gateway.New(cfg)
 	if err != nil {
 		return usageError{err.Error()}
 	}
@@ -318,4 +322,21 @@ func parseShardList(s string) ([]int, error) {
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// shardReports turns a node's shard status into the agent's reports.
+func shardReports(sts []gateway.ShardStatus) []coordclient.ShardReport {
+	out := make([]coordclient.ShardReport, len(sts))
+	for i, st := range sts {
+		r := coordclient.ShardReport{
+			Shard: st.Shard, State: st.State, LatencyMS: float64(st.Latency) / float64(time.Millisecond), Events: st.Events,
+			Identifies: st.Counters.Identifies, Resumes: st.Counters.Resumes, Reconnects: st.Counters.Reconnects,
+			Zombies: st.Counters.Zombies, ReadyAt: st.ReadyAt, Error: st.Error,
+		}
+		if st.GuildsKnown {
+			r.Guilds = &st.Guilds
+		}
+		out[i] = r
+	}
+	return out
 }

@@ -92,6 +92,11 @@ type SessionState struct {
 	Seq              int64  `json:"seq"` // last sequence published durably
 	ResumeGatewayURL string `json:"resume_gateway_url"`
 	Node             string `json:"node,omitempty"`
+	// Guilds is how many guilds the session held when it was saved, and
+	// GuildsPending those of them still due a GUILD_CREATE (after READY,
+	// or an outage), by ID.
+	Guilds        int      `json:"guilds,omitempty"`
+	GuildsPending []uint64 `json:"guilds_pending,omitempty"`
 	// Lease is the fencing token of the lease the state was saved under, 0
 	// without a coordinator. A store refuses to overwrite or delete state
 	// saved under a greater token (ErrFenced).

@@ -65,6 +65,9 @@ type Config struct {
 	QueueOpen bool
 	// MaxBodyBytes caps request bodies. Default 64 KiB.
 	MaxBodyBytes int64
+	// MaxReportBytes caps a node heartbeat, which carries a report per
+	// shard (about 250 bytes each). Default 8 MiB.
+	MaxReportBytes int64
 	// AuthFailures is how many failed authentications one client IP may
 	// make per minute before it is refused for the rest of the minute.
 	// Default 20.
@@ -102,6 +105,9 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.HealthInterval, 60*time.Second)
 	if c.MaxConcurrency < 1 {
 		c.MaxConcurrency = 1
+	}
+	if c.MaxReportBytes <= 0 {
+		c.MaxReportBytes = 8 << 20
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 64 << 10

@@ -34,6 +34,8 @@ type fleet struct {
 	// taken reports shards held outside the fleet (Shardman workers); nil:
 	// none. They are never assigned to a node.
 	taken func(shard int) bool
+	// reports are the nodes' last reports per shard (see ShardReport).
+	reports map[int]reported
 }
 
 type fleetNode struct {
@@ -58,6 +60,36 @@ type nodeBeat struct {
 	Shards []heldShard `json:"shards"`
 	// Released are shards the node stopped (after a revoke) and saved.
 	Released []heldShard `json:"released"`
+	// Reports describe the shards the node runs (optional).
+	Reports []ShardReport `json:"reports,omitempty"`
+}
+
+// ShardReport is what a node says about one shard it runs, with each
+// heartbeat.
+type ShardReport struct {
+	Shard int `json:"shard"`
+	// State is the session's state: waiting (for its identify turn),
+	// connecting, identifying, resuming, ready, stopped…
+	State string `json:"state"`
+	// Guilds is how many guilds the session holds; absent until known.
+	Guilds    *int    `json:"guilds,omitempty"`
+	LatencyMS float64 `json:"latency_ms"`
+	// Events counts the dispatches received since the shard started on
+	// the node; Identifies, Resumes, Reconnects and Zombies its sessions.
+	Events     int64     `json:"events"`
+	Identifies int64     `json:"identifies"`
+	Resumes    int64     `json:"resumes"`
+	Reconnects int64     `json:"reconnects"`
+	Zombies    int64     `json:"zombies"`
+	ReadyAt    time.Time `json:"ready_at,omitzero"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// reported is the last report on a shard, from the node that held it.
+type reported struct {
+	ShardReport
+	node string
+	at   time.Time
 }
 
 // nodeOrders is the answer to a heartbeat.
@@ -95,6 +127,16 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 			return nodeOrders{}, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, h.Shard, f.count)
 		}
 	}
+	for _, r := range b.Reports {
+		switch {
+		case r.Shard < 0 || r.Shard >= f.count:
+			return nodeOrders{}, fmt.Errorf("%w: report on shard %d, out of range for %d shards", ErrBadRequest, r.Shard, f.count)
+		case len(r.State) > 32 || len(r.Error) > 1024:
+			return nodeOrders{}, fmt.Errorf("%w: report on shard %d: state or error too long", ErrBadRequest, r.Shard)
+		case r.Guilds != nil && *r.Guilds < 0:
+			return nodeOrders{}, fmt.Errorf("%w: report on shard %d: negative guild count", ErrBadRequest, r.Shard)
+		}
+	}
 	f.expire(now)
 	f.dirty = true // renewals move expiry times, at least
 	n := f.nodes[id]
@@ -123,6 +165,7 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 		}
 		o.Renewed = append(o.Renewed, heldShard{l.Shard, l.Token})
 	}
+	f.report(now, id, b.Reports)
 	plan, err := f.plan(now)
 	if err != nil {
 		return nodeOrders{}, err
@@ -146,6 +189,36 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 	}
 	slices.Sort(o.Revoke)
 	return o, nil
+}
+
+// report keeps node id's reports on the shards it holds and forgets its
+// older ones.
+func (f *fleet) report(now time.Time, id string, reports []ShardReport) {
+	if f.reports == nil {
+		f.reports = map[int]reported{}
+	}
+	for s, r := range f.reports {
+		if r.node == id {
+			delete(f.reports, s)
+		}
+	}
+	for _, r := range reports {
+		if l, ok := f.leases.Get(r.Shard); ok && l.Holder == id && l.Live(now) {
+			f.reports[r.Shard] = reported{ShardReport: r, node: id, at: now}
+		}
+	}
+}
+
+// shardReport returns the report on shard from its current holder.
+func (f *fleet) shardReport(now time.Time, shard int) (reported, bool) {
+	r, ok := f.reports[shard]
+	if !ok {
+		return reported{}, false
+	}
+	if l, held := f.leases.Get(shard); !held || l.Holder != r.node || !l.Live(now) {
+		return reported{}, false
+	}
+	return r, true
 }
 
 // plan runs the assignment planner over the live nodes and live leases.

@@ -20,6 +20,9 @@ type route struct {
 	// authenticates on its own terms (compatible endpoints) or not at all.
 	role Role
 	h    func(w http.ResponseWriter, r *http.Request) error
+	// bigBody lifts the body limit to MaxReportBytes (node heartbeats,
+	// which carry a report per shard).
+	bigBody bool
 }
 
 func (c *Coordinator) routes() []route {
@@ -32,12 +35,13 @@ func (c *Coordinator) routes() []route {
 		{method: "GET", pattern: "/v1/planner", role: RoleStatus, h: c.plannerState},
 		{method: "POST", pattern: "/v1/identify/{shard}", role: RoleWorker, h: c.identifyWait},
 		{method: "POST", pattern: "/v1/identify/{shard}/ready", role: RoleWorker, h: c.identifyReady},
-		{method: "POST", pattern: "/v1/nodes/{node}/heartbeat", role: RoleNode, h: c.nodeHeartbeat},
+		{method: "POST", pattern: "/v1/nodes/{node}/heartbeat", role: RoleNode, h: c.nodeHeartbeat, bigBody: true},
 		{method: "POST", pattern: "/v1/nodes/{node}/leave", role: RoleNode, h: c.nodeLeave},
 		{method: "GET", pattern: "/v1/nodes/{node}/push", role: RoleNode, h: c.pushChannel},
 		{method: "POST", pattern: "/v1/commands", role: RoleAdmin, h: c.postCommand},
 		{method: "GET", pattern: "/v1/nodes", role: RoleStatus, h: c.nodeList},
 		{method: "GET", pattern: "/v1/leases", role: RoleStatus, h: c.leaseList},
+		{method: "GET", pattern: "/v1/shards", role: RoleStatus, h: c.shardList},
 		// twilight gateway-queue: any method.
 		{method: "", pattern: "/queue", h: c.twilightQueue},
 		// Shardman: its own secret check and statuses.
@@ -54,7 +58,11 @@ func (c *Coordinator) routes() []route {
 // role check, the body limit, and error answers.
 func (c *Coordinator) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes)
+		limit := c.cfg.MaxBodyBytes
+		if rt.bigBody {
+			limit = max(limit, c.cfg.MaxReportBytes)
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		if rt.role != RoleNone {
 			if _, err := c.authorize(r, rt.role); err != nil {
 				writeError(w, err)
@@ -206,6 +214,10 @@ type guildAnswer struct {
 	Node string `json:"node,omitempty"`
 	// Worker is "shardman" when a Shardman worker holds the shard.
 	Worker string `json:"worker,omitempty"`
+	// State is the shard's state as GET /v1/shards shows it.
+	State string `json:"state"`
+	// Guilds is how many guilds the shard holds, when reported.
+	Guilds *int `json:"guilds,omitempty"`
 }
 
 // guildLookup answers which shard holds a guild: (guild_id >> 22) % shards.
@@ -217,13 +229,12 @@ func (c *Coordinator) guildLookup(w http.ResponseWriter, r *http.Request) error 
 	shard := discord.ShardForGuild(discord.Snowflake(id), c.cfg.ShardCount)
 	ans := guildAnswer{GuildID: strconv.FormatUint(id, 10), Shard: shard, ShardCount: c.cfg.ShardCount}
 	c.mu.Lock()
-	if l, ok := c.fleet.leases.Get(shard); ok && l.Live(time.Now()) {
-		ans.Node = l.Holder
-	}
-	if s := c.shardman.byShard[shard]; s != nil {
+	info := c.shardInfoLocked(time.Now(), shard)
+	c.mu.Unlock()
+	ans.Node, ans.State, ans.Guilds = info.Node, info.State, info.Guilds
+	if info.Holder == "shardman" {
 		ans.Worker = "shardman"
 	}
-	c.mu.Unlock()
 	writeJSON(w, http.StatusOK, ans)
 	return nil
 }

@@ -24,16 +24,11 @@ type PlannerState struct {
 }
 
 // Planner runs the shard-count planner on the guild counts reported so far
-// (Shardman beats) and returns its advice.
+// (node heartbeats and Shardman beats) and returns its advice.
 func (c *Coordinator) Planner(now time.Time) (PlannerState, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	guilds := map[int]int{}
-	for _, s := range c.shardman.byShard {
-		if s != nil && s.guildCount != nil {
-			guilds[s.shard] = *s.guildCount
-		}
-	}
+	guilds := c.reportedGuildsLocked(now)
 	rec := c.recommended
 	if rec == 0 {
 		rec = 1

@@ -50,7 +50,7 @@ func benchRunner(tb testing.TB, b *nopBroker, comp codec.Compression) *shardRunn
 	}
 	n.runCtx, n.pubCtx = context.Background(), context.Background()
 	n.bot.URL = "wss://gw"
-	r := newShardRunner(n, 0, 1, Session{ID: "S", ResumeURL: "wss://gw"})
+	r := newShardRunner(n, 0, 1, Session{ID: "S", ResumeURL: "wss://gw"}, 0, nil)
 	if comp != codec.None {
 		r.dec, _ = codec.NewDecoder(comp, codec.DecoderConfig{})
 	}
@@ -166,7 +166,7 @@ func TestLargePayloadIsCompressedNotLost(t *testing.T) {
 	}
 	n.runCtx, n.pubCtx = context.Background(), context.Background()
 	n.bot.URL = "wss://gw"
-	r := newShardRunner(n, 0, 1, Session{ID: "S", ResumeURL: "wss://gw"})
+	r := newShardRunner(n, 0, 1, Session{ID: "S", ResumeURL: "wss://gw"}, 0, nil)
 	t.Cleanup(func() { r.timer.Stop(); r.batch.timer.Stop() })
 	now := time.Now()
 	r.m.Start(now, nil)

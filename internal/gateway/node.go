@@ -443,8 +443,8 @@ func (n *Node) Run(ctx context.Context) error {
 // startShard loads shard's saved session and starts its runner. It
 // reports whether the shard resumes.
 func (n *Node) startShard(ctx context.Context, id int) bool {
-	resume := n.loadSession(ctx, id, n.count)
-	r := newShardRunner(n, id, n.count, resume)
+	resume, saved := n.loadSession(ctx, id, n.count)
+	r := newShardRunner(n, id, n.count, resume, saved.Guilds, saved.GuildsPending)
 	n.mu.Lock()
 	n.shards[id] = r
 	n.order = append(n.order, id)
@@ -522,7 +522,9 @@ func (n *Node) Remove(ctx context.Context, shard int) error {
 	return nil
 }
 
-func (n *Node) loadSession(ctx context.Context, shard, count int) Session {
+// loadSession returns the session to resume (none: an empty ID) and the
+// state saved with it.
+func (n *Node) loadSession(ctx context.Context, shard, count int) (Session, broker.SessionState) {
 	var s Session
 	st, err := n.cfg.Store.LoadSession(ctx, shard, count)
 	switch {
@@ -551,7 +553,7 @@ func (n *Node) loadSession(ctx context.Context, shard, count int) Session {
 	if s.ID != "" && s.ResumeURL == "" {
 		s.ResumeURL = n.bot.URL
 	}
-	return s
+	return s, st
 }
 
 func (n *Node) runners() []*shardRunner {
@@ -641,9 +643,15 @@ type ShardStatus struct {
 	Seq          int64         `json:"seq"`
 	PublishedSeq int64         `json:"published_seq"`
 	Events       int64         `json:"events"`
-	Counters     Counters      `json:"counters"`
-	IdentifiedAt time.Time     `json:"identified_at"` // the last IDENTIFY sent
-	ReadyAt      time.Time     `json:"ready_at"`      // the last READY or RESUMED
+	// Guilds is how many guilds the session holds, followed from READY,
+	// GUILD_CREATE and GUILD_DELETE (and saved with the session, so it
+	// survives a move); GuildsKnown is false until a READY or a saved
+	// count gave it a base.
+	Guilds       int       `json:"guilds"`
+	GuildsKnown  bool      `json:"guilds_known"`
+	Counters     Counters  `json:"counters"`
+	IdentifiedAt time.Time `json:"identified_at"` // the last IDENTIFY sent
+	ReadyAt      time.Time `json:"ready_at"`      // the last READY or RESUMED
 }
 
 // Status returns every shard's status, in start order.

@@ -31,6 +31,7 @@ type shardRunner struct {
 	timer   *time.Timer
 	acts    []Action // scratch
 	stopped error    // set once the machine stopped for good
+	guilds  guildCount
 
 	dialCh chan string // ActDial → the run goroutine
 	batch  batcher
@@ -48,8 +49,11 @@ type shardRunner struct {
 	done   chan struct{} // closed when run returns
 }
 
-func newShardRunner(n *Node, id, numShards int, resume Session) *shardRunner {
+func newShardRunner(n *Node, id, numShards int, resume Session, guilds int, pending []uint64) *shardRunner {
 	r := &shardRunner{n: n, id: id, numShards: numShards, limiter: NewSendLimiter(), dialCh: make(chan string, 1), done: make(chan struct{})}
+	if resume.ID != "" {
+		r.guilds.resumed(guilds, pending)
+	}
 	mc := n.machineConfig(id, numShards)
 	r.m = NewMachine(mc, resume)
 	if resume.ID != "" {
@@ -350,6 +354,7 @@ func (r *shardRunner) handle(isBinary bool, msg []byte) error {
 		// what a RESUME would ask for again is never published twice.
 		if after := r.m.Session(); after.ID != "" && after.Seq == h.S && (h.S > before.Seq || after.ID != before.ID) {
 			session = after.ID
+			r.guilds.dispatch(h)
 		}
 	}
 	r.rearm()
@@ -413,6 +418,7 @@ func (r *shardRunner) status() ShardStatus {
 		Shard: r.id, NumShards: r.numShards, State: r.m.State().String(),
 		Latency: r.m.Latency(), Session: r.m.Session().ID, Seq: r.m.Session().Seq,
 		Counters: r.m.Counters(), IdentifiedAt: r.m.IdentifiedAt(), ReadyAt: r.m.ReadyAt(),
+		Guilds: r.guilds.n, GuildsKnown: r.guilds.observed,
 	}
 	if r.stopped != nil && !errors.Is(r.stopped, ErrStopped) {
 		st.Error = r.stopped.Error()
@@ -432,11 +438,11 @@ func (r *shardRunner) status() ShardStatus {
 // reads the newest batch of the stream, which is exact.
 func (r *shardRunner) persistState(now time.Time, seqEvery time.Duration, force bool) (broker.SessionState, bool) {
 	r.mu.Lock()
-	sess := r.m.Session()
+	sess, guilds, pending := r.m.Session(), r.guilds.n, r.guilds.pendingIDs()
 	r.mu.Unlock()
 	r.pubMu.Lock()
 	defer r.pubMu.Unlock()
-	st := broker.SessionState{Shard: r.id, NumShards: r.numShards, Node: r.n.cfg.NodeID, Updated: now.UTC()}
+	st := broker.SessionState{Shard: r.id, NumShards: r.numShards, Node: r.n.cfg.NodeID, Guilds: guilds, GuildsPending: pending, Updated: now.UTC()}
 	if sess.ID != "" && sess.ID == r.pubSession {
 		st.SessionID, st.Seq, st.ResumeGatewayURL = sess.ID, r.pubSeq, sess.ResumeURL
 	} else if sess.ID != "" {

@@ -3,6 +3,7 @@ package natsbroker
 import (
 	"context"
 	"errors"
+	"github.com/google/go-cmp/cmp"
 	"log/slog"
 	"strings"
 	"sync"
@@ -291,7 +292,7 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadSession after restart: %v", err)
 	}
-	if got != want {
+	if !cmp.Equal(got, want) {
 		t.Errorf("LoadSession after restart = %+v, want %+v", got, want)
 	}
 	lb, err := b.LastBatch(ctx, 2)

@@ -32,6 +32,29 @@ type AgentConfig struct {
 	// FirstInterval is the heartbeat interval until the coordinator says
 	// its lease TTL (then a third of it). Default 1s.
 	FirstInterval time.Duration
+	// Report, when set, is called before each heartbeat; what it returns
+	// about the shards the node runs goes with it (GET /v1/shards shows it
+	// and the shard-count planner uses the guild counts). Reports on
+	// shards not leased here are left out.
+	Report func() []ShardReport
+}
+
+// ShardReport is what a node says about one of its shards.
+type ShardReport struct {
+	Shard int `json:"shard"`
+	// State is the session's state (waiting, connecting, identifying,
+	// authenticating, resuming, ready, stopped).
+	State string `json:"state"`
+	// Guilds is how many guilds the session holds; nil until known.
+	Guilds     *int      `json:"guilds,omitempty"`
+	LatencyMS  float64   `json:"latency_ms"`
+	Events     int64     `json:"events"`
+	Identifies int64     `json:"identifies"`
+	Resumes    int64     `json:"resumes"`
+	Reconnects int64     `json:"reconnects"`
+	Zombies    int64     `json:"zombies"`
+	ReadyAt    time.Time `json:"ready_at,omitzero"`
+	Error      string    `json:"error,omitempty"`
 }
 
 type held struct {
@@ -164,15 +187,28 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 // A heartbeat waits at most a quarter of the TTL (10s before the TTL is
 // known), so that a coordinator that hangs is noticed in time to fence.
 func (a *Agent) beat(ctx context.Context, ttl time.Duration) (orders, error) {
+	var reports []ShardReport
+	if a.cfg.Report != nil {
+		reports = a.cfg.Report()
+	}
 	a.mu.Lock()
 	body := struct {
-		Capacity int    `json:"capacity"`
-		Draining bool   `json:"draining"`
-		Shards   []held `json:"shards"`
-		Released []held `json:"released"`
+		Capacity int           `json:"capacity"`
+		Draining bool          `json:"draining"`
+		Shards   []held        `json:"shards"`
+		Released []held        `json:"released"`
+		Reports  []ShardReport `json:"reports,omitempty"`
 	}{Capacity: a.capacity, Draining: a.draining, Shards: []held{}, Released: slices.Clone(a.released)}
 	for s, t := range a.tokens {
 		body.Shards = append(body.Shards, held{s, t})
+	}
+	for _, r := range reports {
+		if _, ok := a.tokens[r.Shard]; ok {
+			if len(r.Error) > 1000 {
+				r.Error = r.Error[:1000] // the coordinator takes 1024 bytes
+			}
+			body.Reports = append(body.Reports, r)
+		}
 	}
 	a.mu.Unlock()
 	if body.Released == nil {
