@@ -197,7 +197,7 @@ func readStreamLeases(t *testing.T, natsURL, consumer string) (last map[sessionK
 	last = map[sessionKey]int64{}
 	ctx, cancel := context.WithCancel(t.Context())
 	idle := time.AfterFunc(2*time.Second, cancel)
-	var mu sync.Mutex // the handler runs concurrently for different shards
+	var mu sync.Mutex        // the handler runs concurrently for different shards
 	lease = map[int]uint64{} // per shard, the greatest lease token seen
 	err = c.Consume(ctx, func(ctx context.Context, ev *client.Event) error {
 		mu.Lock()
