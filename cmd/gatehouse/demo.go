@@ -31,6 +31,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS `HOST:PORT` for gatehouse tail and bot workers (port 0 picks a free port)")
 		dataDir    = fs.String("data-dir", "", "JetStream store `directory` (default: a temporary directory removed at exit)")
 		every      = fs.Duration("report-every", 2*time.Second, "how often to print the live line")
+		leaseTTL   = fs.Duration("lease-ttl", 15*time.Second, "shard lease TTL; the node reports its shards to the dashboard every third of it")
 		logLevel   = fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	)
 	if err := parseFlags(fs, args); err != nil {
@@ -77,8 +78,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tokens := coord.Tokens{Admin: envOr("GATEHOUSE_ADMIN_TOKEN", randomToken()), Node: os.Getenv("GATEHOUSE_NODE_TOKEN"),
 		Worker: os.Getenv("GATEHOUSE_WORKER_TOKEN"), Status: envOr("GATEHOUSE_STATUS_TOKEN", randomToken())}
 	fmt.Fprintf(stdout, "gatehouse demo: status token %s (read-only API access)\n", tokens.Status)
+	if os.Getenv("GATEHOUSE_ADMIN_TOKEN") == "" {
+		// Made up for this run, on loopback: say it, so the admin view opens.
+		fmt.Fprintf(stdout, "gatehouse demo: admin token %s (the dashboard's /admin view and every API call)\n", tokens.Admin)
+	}
 	return runStack(ctx, stackConfig{name: "demo", api: api, botToken: "sim-token", tokens: tokens,
-		identifyInterval: *interval, listen: *listen, natsListen: *natsListen, dataDir: *dataDir,
+		identifyInterval: *interval, listen: *listen, natsListen: *natsListen, dataDir: *dataDir, leaseTTL: *leaseTTL,
 		consumer: true, every: *every, log: log}, stdout)
 }
 

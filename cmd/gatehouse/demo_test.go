@@ -27,7 +27,7 @@ func TestDemo(t *testing.T) {
 			"-max-concurrency", "2", "-identify-interval", "200ms", "-rate", "50", "-report-every", "200ms"}, pw, &stderr)
 		pw.Close()
 	}()
-	api := regexp.MustCompile(`coordinator API at (http://\S+) `)
+	api := regexp.MustCompile(`dashboard at (http://\S+)/ `)
 	tok := regexp.MustCompile(`status token (\w+) `)
 	live := regexp.MustCompile(`shards ready (\d+)/3 .*\((\d+) in all\)`)
 	var url, token string

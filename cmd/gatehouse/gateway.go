@@ -336,6 +336,9 @@ func shardReports(sts []gateway.ShardStatus) []coordclient.ShardReport {
 		if st.GuildsKnown {
 			r.Guilds = &st.Guilds
 		}
+		if st.Offline {
+			r.State = "offline" // down, not just reconnecting: red on the dashboard
+		}
 		out[i] = r
 	}
 	return out

@@ -15,6 +15,8 @@ import (
 	"github.com/gatehouse-dev/gatehouse/client"
 	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordclient"
+	"github.com/gatehouse-dev/gatehouse/internal/dashboard"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
@@ -32,7 +34,8 @@ type stackConfig struct {
 	compression      codec.Compression // zero: zlib-stream
 	noCompression    bool
 	intents          discord.Intents
-	listen           string // coordinator API
+	listen           string        // coordinator API
+	leaseTTL         time.Duration // 0: the coordinator's default
 	natsListen       string
 	dataDir          string
 	consumer         bool          // run a sample consumer and count what reaches it
@@ -62,21 +65,42 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	b, err := natsbroker.Open(ctx, natsbroker.Config{DataDir: sc.dataDir, Listen: sc.natsListen, Name: "gatehouse-" + sc.name, Logger: sc.log.With("part", "nats")})
+	if err != nil {
+		return fmt.Errorf("%s: broker (is -nats-listen %s free?): %w", sc.name, sc.natsListen, err)
+	}
+	defer b.Close()
+
 	co, err := coord.New(coord.Config{Tokens: sc.tokens, ShardCount: count, MaxConcurrency: mc, Recommended: gb.Shards,
 		IdentifyInterval: sc.identifyInterval, SessionStarts: ssl.Remaining,
 		SessionReset: time.Now().Add(time.Duration(ssl.ResetAfter) * time.Millisecond),
-		GatewayBot:   fetch, Logger: sc.log.With("part", "coordinator")})
+		GatewayBot:   fetch, State: b, LeaseTTL: sc.leaseTTL, Logger: sc.log.With("part", "coordinator")})
 	if err != nil {
 		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
+	}
+	if err := co.Load(ctx); err != nil {
+		return fmt.Errorf("%s: %w", sc.name, err)
+	}
+	// Everything below stops before the broker closes: the dashboard saves
+	// its history and the coordinator its state through it.
+	var bg sync.WaitGroup
+	defer func() { cancel(); bg.Wait() }()
+	dash, err := dashboard.New(dashboard.Config{Coordinator: co, Consumers: consumerLag(b),
+		LoadHistory: func(ctx context.Context) ([]byte, error) { return b.LoadBlob(ctx, "dashboard-history") },
+		SaveHistory: func(ctx context.Context, data []byte) error { return b.SaveBlob(ctx, "dashboard-history", data) },
+		Logger:      sc.log.With("part", "dashboard")})
+	if err != nil {
+		return err
 	}
 	coLn, err := net.Listen("tcp", sc.listen)
 	if err != nil {
 		return fmt.Errorf("%s: -listen: %w", sc.name, err)
 	}
-	httpSrv := &http.Server{Handler: co.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	httpSrv := &http.Server{Handler: dash.Handler(co.Handler()), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return runCtx }, ErrorLog: slog.NewLogLogger(sc.log.Handler(), slog.LevelDebug)}
-	wg.Go(func() { co.Run(runCtx) })
-	wg.Go(func() {
+	bg.Go(func() { co.Run(runCtx) })
+	bg.Go(func() { dash.Run(runCtx) })
+	bg.Go(func() {
 		if err := httpSrv.Serve(coLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			sc.log.Error("coordinator API", "err", err)
 		}
@@ -87,19 +111,26 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 		httpSrv.Shutdown(sctx)
 	}()
 
-	b, err := natsbroker.Open(ctx, natsbroker.Config{DataDir: sc.dataDir, Listen: sc.natsListen, Name: "gatehouse-" + sc.name, Logger: sc.log.With("part", "nats")})
+	// The node runs the shards the coordinator leases it, over loopback,
+	// like a node of a multi-process deployment: its reports fill the
+	// dashboard and its publishing is fenced by the leases.
+	cc, err := coordclient.New(coordclient.Config{URL: "http://" + coLn.Addr().String(), Token: sc.tokens.Admin, Logger: sc.log.With("part", "agent")})
 	if err != nil {
-		return fmt.Errorf("%s: broker (is -nats-listen %s free?): %w", sc.name, sc.natsListen, err)
+		return err
 	}
-	defer b.Close()
-
-	node, err := gateway.New(gateway.Config{API: sc.api, Token: sc.botToken, ShardCount: count, Publisher: b, Store: b,
-		Gate: co.Gate(), IdentifyInterval: sc.identifyInterval, Compression: sc.compression, NoCompression: sc.noCompression, Intents: sc.intents,
-		Logger: sc.log.With("part", "gateway")})
+	defer cc.Close()
+	var node *gateway.Node
+	agent, err := cc.NewAgent(coordclient.AgentConfig{NodeID: sc.name, Report: func() []coordclient.ShardReport { return shardReports(node.Status()) }})
+	if err != nil {
+		return err
+	}
+	node, err = gateway.New(gateway.Config{API: sc.api, Token: sc.botToken, ShardCount: count, Shards: []int{}, Publisher: b, Store: b,
+		Gate: co.Gate(), Leases: agent, IdentifyInterval: sc.identifyInterval, Compression: sc.compression, NoCompression: sc.noCompression, Intents: sc.intents,
+		NodeID: sc.name, Logger: sc.log.With("part", "gateway")})
 	if err != nil {
 		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
 	}
-	fmt.Fprintf(stdout, "gatehouse %s: coordinator API at http://%s (OpenAPI at /openapi.json)\n", sc.name, coLn.Addr())
+	fmt.Fprintf(stdout, "gatehouse %s: dashboard at http://%s/ (admin view at /admin), API described at /openapi.json\n", sc.name, coLn.Addr())
 	fmt.Fprintf(stdout, "gatehouse %s: NATS at %s; watch the events with: gatehouse tail -nats %s -count\n", sc.name, b.ClientURL(), b.ClientURL())
 	rounds := (count + mc - 1) / mc
 	plural := "s"
@@ -124,6 +155,16 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	}
 	nodeDone := make(chan error, 1)
 	wg.Go(func() { nodeDone <- node.Run(runCtx) })
+	bg.Go(func() {
+		select {
+		case <-node.Started():
+		case <-runCtx.Done():
+			return
+		}
+		if err := agent.Run(runCtx, node); err != nil {
+			sc.log.Error("coordinator agent stopped; the node runs no new shards", "err", err)
+		}
+	})
 
 	var tick <-chan time.Time
 	if sc.every > 0 {
@@ -164,5 +205,20 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 			}
 			fmt.Fprintln(stdout, line)
 		}
+	}
+}
+
+// consumerLag reads the event stream's consumers for the dashboard.
+func consumerLag(b *natsbroker.Broker) func(ctx context.Context) ([]dashboard.ConsumerLag, error) {
+	return func(ctx context.Context) ([]dashboard.ConsumerLag, error) {
+		ls, err := b.Consumers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]dashboard.ConsumerLag, len(ls))
+		for i, l := range ls {
+			out[i] = dashboard.ConsumerLag{Name: l.Name, Pending: l.Pending, AckPending: l.AckPending}
+		}
+		return out, nil
 	}
 }

@@ -194,7 +194,7 @@ func TestIdentifyQueue(t *testing.T) {
 			t.Errorf("after a waiter left: %d after %v, want 200 after 5s (one interval after shard 4)", code, time.Since(t1))
 		}
 		code, _, body := do(c, "GET", "/v1/identify", bearer(testTokens.Status), "", "")
-		var q queueState
+		var q IdentifyQueue
 		if err := json.Unmarshal([]byte(body), &q); code != 200 || err != nil || q.MaxConcurrency != 2 || len(q.Buckets) != 2 || q.IntervalMS != 5000 {
 			t.Errorf("queue state: %d %v %s", code, err, body)
 		}

@@ -28,6 +28,9 @@ var (
 	ErrNoShardFree = errors.New("coord: no shard is free")
 	// ErrClosed: the coordinator is shutting down.
 	ErrClosed = errors.New("coord: shutting down")
+	// ErrNotImplemented: the request is valid, but this version cannot
+	// carry it out (running a reshard; its dry run works).
+	ErrNotImplemented = errors.New("coord: not implemented")
 )
 
 // retryError carries when a refused request may be retried.
@@ -69,6 +72,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrClosed):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrNotImplemented):
+		return http.StatusNotImplemented
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
@@ -100,6 +105,8 @@ func codeOf(err error) string {
 		return "shutting_down"
 	case http.StatusRequestEntityTooLarge:
 		return "too_large"
+	case http.StatusNotImplemented:
+		return "not_implemented"
 	}
 	return "internal"
 }
@@ -109,7 +116,7 @@ type errorBody struct {
 	Error string `json:"error"`
 	// Code names the error for programs: unauthorized, forbidden,
 	// not_found, bad_request, too_many_requests, budget_exhausted,
-	// no_shard_free, shutting_down, too_large or internal.
+	// no_shard_free, shutting_down, too_large, not_implemented or internal.
 	Code string `json:"code"`
 	// RetryAfterMS is set when the request may be retried later.
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`

@@ -88,8 +88,10 @@ type ShardReport struct {
 // reported is the last report on a shard, from the node that held it.
 type reported struct {
 	ShardReport
-	node string
-	at   time.Time
+	node  string
+	at    time.Time
+	since time.Time // when the shard entered State (or this node took it)
+	rate  float64   // events per second between the last two reports
 }
 
 // nodeOrders is the answer to a heartbeat.
@@ -165,6 +167,14 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 		}
 		o.Renewed = append(o.Renewed, heldShard{l.Shard, l.Token})
 	}
+	// The node is the truth about what it runs: a lease it holds on a
+	// shard it no longer reports (it restarted, or never got the answer
+	// that assigned it) is free again, for it or another node.
+	for _, l := range f.leases.Held(id) {
+		if !slices.ContainsFunc(b.Shards, func(h heldShard) bool { return h.Shard == l.Shard }) {
+			_ = f.leases.Release(l.Shard, id, l.Token)
+		}
+	}
 	f.report(now, id, b.Reports)
 	plan, err := f.plan(now)
 	if err != nil {
@@ -197,15 +207,28 @@ func (f *fleet) report(now time.Time, id string, reports []ShardReport) {
 	if f.reports == nil {
 		f.reports = map[int]reported{}
 	}
+	prev := map[int]reported{}
 	for s, r := range f.reports {
 		if r.node == id {
+			prev[s] = r
 			delete(f.reports, s)
 		}
 	}
 	for _, r := range reports {
-		if l, ok := f.leases.Get(r.Shard); ok && l.Holder == id && l.Live(now) {
-			f.reports[r.Shard] = reported{ShardReport: r, node: id, at: now}
+		l, ok := f.leases.Get(r.Shard)
+		if !ok || l.Holder != id || !l.Live(now) {
+			continue
 		}
+		nr := reported{ShardReport: r, node: id, at: now, since: now}
+		if p, ok := prev[r.Shard]; ok {
+			if p.State == r.State {
+				nr.since = p.since
+			}
+			if dt := now.Sub(p.at).Seconds(); dt > 0 && r.Events >= p.Events {
+				nr.rate = float64(r.Events-p.Events) / dt
+			}
+		}
+		f.reports[r.Shard] = nr
 	}
 }
 

@@ -169,3 +169,27 @@ func TestCommandValidation(t *testing.T) {
 		t.Errorf("nodes after a drain: %s", body)
 	}
 }
+
+// TestFleetNodeRestart: a node that comes back (same ID, before its
+// leases expire) reporting none of its shards gets them again at once,
+// under new tokens, instead of after the TTL.
+func TestFleetNodeRestart(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	f, _ := newFleet(2, 9*time.Second, false, 1, 1)
+	o, err := f.beat(t0, "a", nodeBeat{})
+	if err != nil || len(o.Assign) != 2 {
+		t.Fatalf("first beat: %+v, %v", o, err)
+	}
+	o, err = f.beat(t0.Add(time.Second), "a", nodeBeat{Shards: o.Assign})
+	if err != nil || len(o.Renewed) != 2 || len(o.Assign) != 0 {
+		t.Fatalf("renewal: %+v, %v", o, err)
+	}
+	// Restarted: reports nothing.
+	o, err = f.beat(t0.Add(2*time.Second), "a", nodeBeat{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Assign) != 2 || o.Assign[0].Token <= 2 || o.Assign[1].Token <= 2 {
+		t.Errorf("after a restart: assign %v, want both shards under new tokens", o.Assign)
+	}
+}

@@ -39,9 +39,11 @@ func (c *Coordinator) routes() []route {
 		{method: "POST", pattern: "/v1/nodes/{node}/leave", role: RoleNode, h: c.nodeLeave},
 		{method: "GET", pattern: "/v1/nodes/{node}/push", role: RoleNode, h: c.pushChannel},
 		{method: "POST", pattern: "/v1/commands", role: RoleAdmin, h: c.postCommand},
+		{method: "POST", pattern: "/v1/reshard", role: RoleAdmin, h: c.reshardPost},
 		{method: "GET", pattern: "/v1/nodes", role: RoleStatus, h: c.nodeList},
 		{method: "GET", pattern: "/v1/leases", role: RoleStatus, h: c.leaseList},
 		{method: "GET", pattern: "/v1/shards", role: RoleStatus, h: c.shardList},
+		{method: "GET", pattern: "/v1/shards/{shard}", role: RoleStatus, h: c.shardGet},
 		// twilight gateway-queue: any method.
 		{method: "", pattern: "/queue", h: c.twilightQueue},
 		// Shardman: its own secret check and statuses.
@@ -77,6 +79,18 @@ func (c *Coordinator) handle(rt route) http.Handler {
 		}
 	})
 }
+
+// Authorize checks that r carries a token of role need or above, counting
+// failures against the client's IP like every API request. Its errors map
+// to statuses with WriteError.
+func (c *Coordinator) Authorize(r *http.Request, need Role) error {
+	_, err := c.authorize(r, need)
+	return err
+}
+
+// WriteError answers err as the API does: its status, and a JSON body with
+// a message and a machine-readable code.
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
 
 // authorize returns the request's role if it may act as need. Failures
 // count against the client IP; an IP over its limit is refused before its
@@ -167,35 +181,38 @@ func (c *Coordinator) identifyReady(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
-// queueState is the identify queue as GET /v1/identify shows it.
-type queueState struct {
+// IdentifyQueue is the identify queue as GET /v1/identify shows it.
+// IdentifyQueue is the identify queue as GET /v1/identify shows it.
+type IdentifyQueue struct {
 	MaxConcurrency int           `json:"max_concurrency"`
 	IntervalMS     int64         `json:"interval_ms"`
 	Remaining      int           `json:"session_starts_remaining"`
 	ResetAt        *time.Time    `json:"session_starts_reset_at,omitempty"`
-	Buckets        []bucketState `json:"buckets"`
+	Buckets        []BucketState `json:"buckets"`
 }
 
-type bucketState struct {
+// BucketState is one identify bucket: requests waiting and the next slot.
+type BucketState struct {
 	Bucket   int        `json:"bucket"`
 	Waiting  int        `json:"waiting"`
 	NextFree *time.Time `json:"next_free,omitempty"`
 }
 
 func (c *Coordinator) identifyState(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, c.queueState())
+	writeJSON(w, http.StatusOK, c.Queue())
 	return nil
 }
 
-func (c *Coordinator) queueState() queueState {
+// Queue returns the identify queue and the session-start budget.
+func (c *Coordinator) Queue() IdentifyQueue {
 	snap := c.gate.Snapshot()
-	q := queueState{MaxConcurrency: snap.MaxConcurrency, IntervalMS: snap.Interval.Milliseconds(), Remaining: snap.Remaining, Buckets: []bucketState{}}
+	q := IdentifyQueue{MaxConcurrency: snap.MaxConcurrency, IntervalMS: snap.Interval.Milliseconds(), Remaining: snap.Remaining, Buckets: []BucketState{}}
 	if !snap.ResetAt.IsZero() {
 		t := snap.ResetAt.UTC()
 		q.ResetAt = &t
 	}
 	for _, b := range snap.Buckets {
-		bs := bucketState{Bucket: b.Bucket, Waiting: b.Waiting}
+		bs := BucketState{Bucket: b.Bucket, Waiting: b.Waiting}
 		if !b.NextFree.IsZero() {
 			t := b.NextFree.UTC()
 			bs.NextFree = &t

@@ -1,7 +1,9 @@
 package coord
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -21,6 +23,12 @@ type ShardInfo struct {
 	State     string   `json:"state"`
 	Guilds    *int     `json:"guilds,omitempty"`
 	LatencyMS *float64 `json:"latency_ms,omitempty"`
+	// StateSince is when the shard entered State, as far as the
+	// coordinator saw (reports come with heartbeats).
+	StateSince time.Time `json:"state_since,omitzero"`
+	// EventsPerSec is the dispatch rate between the node's last two
+	// reports.
+	EventsPerSec float64 `json:"events_per_sec"`
 	// Counters from the node's report (zero for Shardman workers).
 	Events     int64     `json:"events"`
 	Identifies int64     `json:"identifies"`
@@ -61,18 +69,42 @@ func (c *Coordinator) shardInfoLocked(now time.Time, s int) ShardInfo {
 			lat := r.LatencyMS
 			info.LatencyMS = &lat
 			info.Events, info.Identifies, info.Resumes, info.Reconnects, info.Zombies = r.Events, r.Identifies, r.Resumes, r.Reconnects, r.Zombies
-			info.ReadyAt = r.ReadyAt
+			info.ReadyAt, info.StateSince, info.EventsPerSec = r.ReadyAt, r.since, r.rate
 		}
 		return info
 	}
 	if sm := c.shardman.byShard[s]; sm != nil {
-		info.Holder, info.State, info.Guilds, info.ReportedAt = "shardman", "online", sm.guildCount, sm.lastBeat
+		info.Holder, info.State, info.Guilds, info.ReportedAt, info.StateSince = "shardman", "online", sm.guildCount, sm.lastBeat, sm.connected
 		if sm.latency != nil {
 			ms := *sm.latency * 1000 // Shardman reports seconds
 			info.LatencyMS = &ms
 		}
 	}
 	return info
+}
+
+// Shard returns one shard's holder and last report, or ErrBadRequest for a
+// shard out of range.
+func (c *Coordinator) Shard(shard int) (ShardInfo, error) {
+	if shard < 0 || shard >= c.cfg.ShardCount {
+		return ShardInfo{}, fmt.Errorf("%w: shard %d is outside 0..%d", ErrBadRequest, shard, c.cfg.ShardCount-1)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.shardInfoLocked(time.Now(), shard), nil
+}
+
+func (c *Coordinator) shardGet(w http.ResponseWriter, r *http.Request) error {
+	n, err := strconv.Atoi(r.PathValue("shard"))
+	if err != nil {
+		return fmt.Errorf("%w: shard %q is not a number", ErrBadRequest, r.PathValue("shard"))
+	}
+	info, err := c.Shard(n)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
 }
 
 func (c *Coordinator) shardList(w http.ResponseWriter, r *http.Request) error {

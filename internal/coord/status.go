@@ -9,7 +9,7 @@ import (
 type Status struct {
 	ShardCount     int               `json:"shard_count"`
 	MaxConcurrency int               `json:"max_concurrency"`
-	Identify       queueState        `json:"identify"`
+	Identify       IdentifyQueue     `json:"identify"`
 	Nodes          []NodeInfo        `json:"nodes"`
 	Leases         []ShardLease      `json:"leases"`
 	Shardman       []ShardmanSession `json:"shardman_sessions"`
@@ -18,7 +18,7 @@ type Status struct {
 
 // Status returns the coordinator's state.
 func (c *Coordinator) Status() Status {
-	st := Status{ShardCount: c.cfg.ShardCount, MaxConcurrency: c.cfg.MaxConcurrency, Identify: c.queueState()}
+	st := Status{ShardCount: c.cfg.ShardCount, MaxConcurrency: c.cfg.MaxConcurrency, Identify: c.Queue()}
 	c.mu.Lock()
 	st.Nodes, st.Leases = c.fleet.status(time.Now())
 	st.Shardman = c.shardman.list()

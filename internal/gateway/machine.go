@@ -153,6 +153,7 @@ type Machine struct {
 	deadline  time.Time // HELLO / READY timeout; zero when none
 	dialAt    time.Time // StateWaiting: when to dial
 	attempts  int       // consecutive failed connections, for backoff
+	lost      int       // connections lost or failed since the last READY/RESUMED
 	identWait bool      // ActRequestIdentify issued and not yet granted
 
 	counters     Counters
@@ -188,6 +189,14 @@ func (m *Machine) ReadyAt() time.Time { return m.readyAt }
 
 // Counters returns the counters.
 func (m *Machine) Counters() Counters { return m.counters }
+
+// Offline reports whether a shard that was ready has lost its session's
+// connection and failed at least once to get it back: it is down, not
+// merely reconnecting. A first reconnect (after op 7, a zombie, a
+// dropped socket) is not offline yet.
+func (m *Machine) Offline() bool {
+	return m.state != StateReady && m.state != StateStopped && !m.readyAt.IsZero() && m.lost >= 2
+}
 
 // Next returns when Tick must be called next; zero means no timer.
 func (m *Machine) Next() time.Time {
@@ -256,6 +265,7 @@ func (m *Machine) DialFailed(now time.Time, err error, dst []Action) []Action {
 	if m.state != StateConnecting || m.connected {
 		return dst
 	}
+	m.lost++
 	return m.wait(now, m.backoff(), dst)
 }
 
@@ -297,6 +307,7 @@ func (m *Machine) Closed(now time.Time, err error, dst []Action) []Action {
 		return dst
 	}
 	m.counters.Reconnects++
+	m.lost++
 	if planned {
 		if m.afterClose.identify {
 			dst = m.dropSession(dst)
@@ -478,7 +489,7 @@ func (m *Machine) ready(now time.Time) {
 	m.readyAt = now
 	m.state = StateReady
 	m.deadline = time.Time{}
-	m.attempts = 0
+	m.attempts, m.lost = 0, 0
 }
 
 // Tick fires the timers that are due at now.

@@ -30,6 +30,9 @@ type transcript struct {
 	steps  []string
 	want   []string // "<state>: <actions>" per step that is not a clock move
 	check  func(t *testing.T, m *Machine)
+	// noCompare skips the comparison with want (the test checks the
+	// machine afterwards).
+	noCompare bool
 }
 
 func runTranscript(t *testing.T, tc transcript) *Machine {
@@ -84,7 +87,7 @@ func runTranscript(t *testing.T, tc transcript) *Machine {
 		}
 		got = append(got, m.State().String()+": "+describe(acts))
 	}
-	if diff := cmp.Diff(tc.want, got); diff != "" {
+	if diff := cmp.Diff(tc.want, got); diff != "" && !tc.noCompare {
 		t.Errorf("%s: transcript mismatch (-want +got):\n%s", tc.name, diff)
 	}
 	if tc.check != nil {
@@ -277,5 +280,29 @@ func TestSendLimiterReserve(t *testing.T) {
 	// At +63s the sends of +0s..+3s have left the window.
 	if ok, _ := l.Allow(t0.Add(63*time.Second), true); !ok {
 		t.Error("command refused after the window moved")
+	}
+}
+
+// TestMachineOffline: a ready shard that loses its connection is
+// reconnecting, not offline, until an attempt to get back fails; it is
+// back online at RESUMED.
+func TestMachineOffline(t *testing.T) {
+	resumable := Session{ID: "S0", Seq: 5, ResumeURL: "wss://resume"}
+	for _, tc := range []struct {
+		steps []string
+		want  bool
+	}{
+		{[]string{"start"}, false}, // never ready: starting
+		{[]string{"start", "dialfail"}, false},
+		{[]string{"start", "connected", hello, resumed}, false},
+		{[]string{"start", "connected", hello, resumed, "closed 0", "+1s", "tick"}, false},
+		{[]string{"start", "connected", hello, resumed, "closed 0", "+1s", "tick", "dialfail"}, true},
+		{[]string{"start", "connected", hello, resumed, "closed 0", "+1s", "tick", "connected", hello, "closed 4000"}, true},
+		{[]string{"start", "connected", hello, resumed, "closed 0", "+1s", "tick", "dialfail", "+4s", "tick", "connected", hello, resumed}, false},
+	} {
+		m := runTranscript(t, transcript{name: strings.Join(tc.steps, ","), resume: resumable, steps: tc.steps, want: nil, noCompare: true})
+		if got := m.Offline(); got != tc.want {
+			t.Errorf("%v: Offline() = %v, want %v", tc.steps, got, tc.want)
+		}
 	}
 }

@@ -634,9 +634,12 @@ func (n *Node) Owns(shard int) bool {
 
 // ShardStatus describes one shard.
 type ShardStatus struct {
-	Shard        int           `json:"shard"`
-	NumShards    int           `json:"num_shards"`
-	State        string        `json:"state"`
+	Shard     int    `json:"shard"`
+	NumShards int    `json:"num_shards"`
+	State     string `json:"state"`
+	// Offline: the shard was ready, lost its connection and failed at
+	// least once to get it back (see Machine.Offline).
+	Offline      bool          `json:"offline,omitempty"`
 	Error        string        `json:"error,omitempty"`
 	Latency      time.Duration `json:"latency_ns"`
 	Session      string        `json:"session_id,omitempty"`

@@ -418,7 +418,7 @@ func (r *shardRunner) status() ShardStatus {
 		Shard: r.id, NumShards: r.numShards, State: r.m.State().String(),
 		Latency: r.m.Latency(), Session: r.m.Session().ID, Seq: r.m.Session().Seq,
 		Counters: r.m.Counters(), IdentifiedAt: r.m.IdentifiedAt(), ReadyAt: r.m.ReadyAt(),
-		Guilds: r.guilds.n, GuildsKnown: r.guilds.observed,
+		Guilds: r.guilds.n, GuildsKnown: r.guilds.observed, Offline: r.m.Offline(),
 	}
 	if r.stopped != nil && !errors.Is(r.stopped, ErrStopped) {
 		st.Error = r.stopped.Error()

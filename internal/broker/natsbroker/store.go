@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -254,27 +255,89 @@ const coordinatorKey = "coordinator"
 // SaveCoordinator stores the coordinator's state (opaque to the broker) in
 // the session bucket.
 func (b *Broker) SaveCoordinator(ctx context.Context, state []byte) error {
-	if b.isClosed() {
-		return broker.ErrClosed
-	}
-	if _, err := b.kv.Put(ctx, coordinatorKey, state); err != nil {
-		return fmt.Errorf("natsbroker: save coordinator state: %w", err)
-	}
-	return nil
+	return b.SaveBlob(ctx, coordinatorKey, state)
 }
 
 // LoadCoordinator returns the coordinator's saved state, or nil when none
 // was saved.
 func (b *Broker) LoadCoordinator(ctx context.Context) ([]byte, error) {
+	return b.LoadBlob(ctx, coordinatorKey)
+}
+
+// ErrBadKey means a blob name could clash with session keys or is not a
+// valid bucket key.
+var ErrBadKey = errors.New("natsbroker: bad key")
+
+// checkBlobKey allows names that start with a letter and hold letters,
+// digits, '-' and '_' only: session keys start with a digit.
+func checkBlobKey(key string) error {
+	if key == "" || len(key) > 64 || !(key[0] >= 'a' && key[0] <= 'z' || key[0] >= 'A' && key[0] <= 'Z') {
+		return fmt.Errorf("%w: %q", ErrBadKey, key)
+	}
+	for _, c := range key {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%w: %q", ErrBadKey, key)
+		}
+	}
+	return nil
+}
+
+// SaveBlob stores data, opaque to the broker, under key in the session
+// bucket (the coordinator's state, the dashboard's history).
+func (b *Broker) SaveBlob(ctx context.Context, key string, data []byte) error {
+	if err := checkBlobKey(key); err != nil {
+		return err
+	}
+	if b.isClosed() {
+		return broker.ErrClosed
+	}
+	if _, err := b.kv.Put(ctx, key, data); err != nil {
+		return fmt.Errorf("natsbroker: save %s: %w", key, err)
+	}
+	return nil
+}
+
+// LoadBlob returns what SaveBlob stored under key, or nil when nothing was.
+func (b *Broker) LoadBlob(ctx context.Context, key string) ([]byte, error) {
+	if err := checkBlobKey(key); err != nil {
+		return nil, err
+	}
 	if b.isClosed() {
 		return nil, broker.ErrClosed
 	}
-	ent, err := b.kv.Get(ctx, coordinatorKey)
+	ent, err := b.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("natsbroker: load coordinator state: %w", err)
+		return nil, fmt.Errorf("natsbroker: load %s: %w", key, err)
 	}
 	return ent.Value(), nil
+}
+
+// ConsumerLag is one durable consumer of the event stream and how far
+// behind it is.
+type ConsumerLag struct {
+	Name string `json:"name"`
+	// Pending is how many messages (batches) it has not been sent yet;
+	// AckPending how many it was sent and has not acknowledged.
+	Pending    uint64 `json:"pending"`
+	AckPending int    `json:"ack_pending"`
+}
+
+// Consumers lists the event stream's consumers with their lag, by name.
+func (b *Broker) Consumers(ctx context.Context) ([]ConsumerLag, error) {
+	if b.isClosed() {
+		return nil, broker.ErrClosed
+	}
+	var out []ConsumerLag
+	lister := b.stream.ListConsumers(ctx)
+	for info := range lister.Info() {
+		out = append(out, ConsumerLag{Name: info.Name, Pending: info.NumPending, AckPending: info.NumAckPending})
+	}
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("natsbroker: list consumers: %w", err)
+	}
+	slices.SortFunc(out, func(x, y ConsumerLag) int { return strings.Compare(x.Name, y.Name) })
+	return out, nil
 }

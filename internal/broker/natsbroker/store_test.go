@@ -2,10 +2,12 @@ package natsbroker
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
 )
@@ -237,5 +239,33 @@ func TestSessionFencing(t *testing.T) {
 	}
 	if got := load(); got.Seq != 2 || got.Lease != 0 {
 		t.Errorf("after the unleased save: %+v", got)
+	}
+}
+
+func TestBlobsAndConsumers(t *testing.T) {
+	b := openTest(t, Config{})
+	ctx := testCtx(t)
+	if got, err := b.LoadBlob(ctx, "history"); err != nil || got != nil {
+		t.Errorf("LoadBlob before save = %q, %v; want nil, nil", got, err)
+	}
+	if err := b.SaveBlob(ctx, "history", []byte("h1")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.LoadBlob(ctx, "history"); err != nil || string(got) != "h1" {
+		t.Errorf("LoadBlob = %q, %v", got, err)
+	}
+	for _, bad := range []string{"", "8.3", "3", "a.b", "a b", strings.Repeat("x", 65)} {
+		if err := b.SaveBlob(ctx, bad, nil); !errors.Is(err, ErrBadKey) {
+			t.Errorf("SaveBlob(%q) = %v, want ErrBadKey", bad, err)
+		}
+	}
+	publishWait(t, b, newBatch(b, 1, "MESSAGE_CREATE", "s", 1, "x"))
+	publishWait(t, b, newBatch(b, 1, "MESSAGE_CREATE", "s", 2, "y"))
+	if _, err := b.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "bot", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	lag, err := b.Consumers(ctx)
+	if err != nil || len(lag) != 1 || lag[0].Name != "bot" || lag[0].Pending != 2 {
+		t.Errorf("Consumers = %+v, %v; want bot with 2 pending", lag, err)
 	}
 }

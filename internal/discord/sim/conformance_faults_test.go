@@ -438,3 +438,25 @@ func TestFaultsList(t *testing.T) {
 		t.Errorf("after ClearFaults: GET /sim/faults = %v, want none", got)
 	}
 }
+
+// TestFaultOutage (HTTP): the shard's connection is cut, a RESUME during
+// the outage is closed with 4000 and the session survives it: once the
+// outage is over the RESUME succeeds.
+func TestFaultOutage(t *testing.T) {
+	t.Parallel()
+	s := startSim(t, baseConfig())
+	ss := s.start(t, startOpts{})
+	if n := s.fault(t, `{"kind":"outage","duration":"600ms"}`); n != 1 {
+		t.Errorf("applied = %d, want 1", n)
+	}
+	start := time.Now()
+	if code, _ := ss.expectClose(); code != -1 {
+		t.Fatalf("outage: connection ended with close code %d, want no close frame", code)
+	}
+	rc := ss.resume(t, ss.resumeURL(), ss.lastSeq.Load())
+	if code, _ := rc.expectClose(); code != 4000 {
+		t.Fatalf("RESUME during the outage: close code %d, want 4000", code)
+	}
+	time.Sleep(time.Until(start.Add(700 * time.Millisecond)))
+	expectResumable(t, ss)
+}

@@ -27,10 +27,11 @@ const (
 	FaultSilence          = "silence"           // EventType not sent on the shards, for Duration
 	FaultLatency          = "latency"           // every outbound frame Delay late, for Duration
 	FaultRequestHeartbeat = "request_heartbeat" // op 1 now
+	FaultOutage           = "outage"            // connections cut, and RESUME/IDENTIFY closed with Code (default 4000), for Duration
 )
 
 var faultKinds = []string{FaultReconnect, FaultInvalidSession, FaultClose, FaultZombie, FaultDrop, FaultDelayAcks,
-	FaultGuildOutage, FaultSplitPayload, FaultSilence, FaultLatency, FaultRequestHeartbeat}
+	FaultGuildOutage, FaultSplitPayload, FaultSilence, FaultLatency, FaultRequestHeartbeat, FaultOutage}
 
 // Fault is a fault to inject (POST /sim/faults takes it as JSON).
 //
@@ -160,6 +161,7 @@ func (f Fault) Validate() error {
 // shardFault is a shard condition in force.
 type shardFault struct {
 	kind      string
+	code      int   // outage: the close code
 	shards    []int // empty: all
 	numShards int
 	eventType string
@@ -218,6 +220,25 @@ func (c *conn) connFaults(now time.Time) connFaults {
 		}
 	}
 	return out
+}
+
+// outage returns the close code of an outage fault covering shard/n now,
+// or 0.
+func (s *Server) outage(shard, n int, now time.Time) int {
+	fs := s.faultSet.Load()
+	if fs == nil {
+		return 0
+	}
+	for i := range fs.items {
+		f := &fs.items[i]
+		if f.kind == FaultOutage && f.active(now) && f.matches(shard, n) {
+			if f.code != 0 {
+				return f.code
+			}
+			return int(discord.CloseUnknownError)
+		}
+	}
+	return 0
 }
 
 // shardOf returns the connection's session's shard, or -1.
@@ -346,8 +367,20 @@ func (s *Server) ApplyFault(f Fault) (FaultResult, error) {
 			c.addTask(task{at: now, kind: taskHeartbeatRequest})
 		}
 		applied = len(conns)
-	case FaultDelayAcks, FaultLatency, FaultSilence:
+	case FaultOutage:
+		// The gateway is down for these shards: the connections go without
+		// a close frame and new ones are closed at RESUME or IDENTIFY
+		// until it is over. Sessions stay resumable (within SessionTTL).
+		for _, c := range conns {
+			s.ctr.closes.Add(1)
+			c.kill()
+		}
 		applied = len(conns)
+		fallthrough
+	case FaultDelayAcks, FaultLatency, FaultSilence:
+		if f.Kind != FaultOutage {
+			applied = len(conns)
+		}
 		if f.Kind == FaultSilence {
 			applied = 0
 			for _, ss := range s.sessions {
@@ -414,9 +447,9 @@ func (s *Server) rebuildFaultSetLocked(now time.Time) {
 		}
 		kept = append(kept, af)
 		switch af.f.Kind {
-		case FaultDelayAcks, FaultLatency, FaultSilence:
+		case FaultDelayAcks, FaultLatency, FaultSilence, FaultOutage:
 			items = append(items, shardFault{kind: af.f.Kind, shards: af.f.Shards, numShards: af.f.NumShards,
-				eventType: af.f.EventType, delay: time.Duration(af.f.Delay), until: af.until})
+				eventType: af.f.EventType, delay: time.Duration(af.f.Delay), until: af.until, code: af.f.Code})
 		}
 	}
 	clear(s.faults[len(kept):])

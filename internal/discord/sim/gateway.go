@@ -24,6 +24,11 @@ func (c *conn) identify(d json.RawMessage, now time.Time) {
 		c.fail(ce)
 		return
 	}
+	if code := s.outage(req.shard, req.n, now); code != 0 {
+		s.mu.Unlock()
+		c.closeWith(code, "outage", false)
+		return
+	}
 	r := s.world.routeFor(req.n)
 	guilds := r.shards[req.shard]
 	if len(guilds) > discord.MaxGuildsPerShard {
@@ -127,6 +132,11 @@ func (c *conn) resume(d json.RawMessage, now time.Time) {
 	if ss == nil || ss.token != req.token {
 		s.mu.Unlock()
 		refuse()
+		return
+	}
+	if code := s.outage(ss.shard, ss.n, now); code != 0 {
+		s.mu.Unlock()
+		c.closeWith(code, "outage", false)
 		return
 	}
 	ss.mu.Lock()
