@@ -34,6 +34,7 @@ const (
 	modCompress   = "github.com/klauspost/compress"
 	modNATSServer = "github.com/nats-io/nats-server/v2"
 	modNATSClient = "github.com/nats-io/nats.go"
+	modPrometheus = "github.com/prometheus/client_golang"
 )
 
 // A layer says what one package of the module may import.
@@ -75,6 +76,7 @@ var layers = map[string]layer{
 	"internal/broker/natsbroker": {imports: []string{"internal/broker"}, modules: []string{modNATSServer, modNATSClient}},
 	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/shard", "internal/identify", "internal/broker"}},
 	"internal/dashboard":         {imports: []string{"internal/coord"}},
+	"internal/metrics":           {imports: []string{"internal/coord", "internal/gateway"}, modules: []string{modPrometheus}},
 	"client":                     {imports: []string{"internal/broker", "internal/discord"}, modules: []string{modNATSClient}},
 	"examples/bot":               {imports: []string{"client"}},
 }

@@ -14,8 +14,10 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/dashboard"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
+	"github.com/gatehouse-dev/gatehouse/internal/metrics"
 )
 
 const coordinatorSummary = `Run the coordinator: one identify queue for every shard of the deployment (gateway
@@ -101,6 +103,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	} else if cfg.ShardCount == 0 {
 		return usageError{"coordinator: -shard-count auto needs the bot token; pass a number, or -token"}
 	}
+	var broker *natsbroker.Broker
 	if *natsURL != "" {
 		bcfg := natsbroker.Config{Name: "gatehouse-coordinator", Logger: log}
 		if *natsURL == "embedded" {
@@ -117,6 +120,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		defer b.Close()
 		cfg.State = b
+		broker = b
 		if *natsURL == "embedded" {
 			fmt.Fprintf(stdout, "gatehouse coordinator: NATS at %s\n", b.ClientURL())
 		}
@@ -130,6 +134,18 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := c.Load(ctx); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
+	dcfg := dashboard.Config{Coordinator: c, Logger: log.With("part", "dashboard")}
+	var lag func(context.Context) ([]metrics.ConsumerLag, error)
+	if broker != nil {
+		dcfg.Consumers = consumerLag(broker)
+		dcfg.LoadHistory = func(ctx context.Context) ([]byte, error) { return broker.LoadBlob(ctx, "dashboard-history") }
+		dcfg.SaveHistory = func(ctx context.Context, data []byte) error { return broker.SaveBlob(ctx, "dashboard-history", data) }
+		lag = metricsLag(broker)
+	}
+	dash, err := dashboard.New(dcfg)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("coordinator: -listen: %w", err)
@@ -139,14 +155,16 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer cancel()
 	// Requests live in runCtx: at shutdown, identify requests still waiting
 	// in the queue end at once instead of holding Shutdown up.
-	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	handler := withMetrics(dash.Handler(c.Handler()), metricsHandler(metrics.Coordinator(c, lag)), c)
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return runCtx }}
-	fmt.Fprintf(stdout, "gatehouse coordinator: API on http://%s (OpenAPI at /openapi.json), %d shards, max_concurrency %d\n",
+	fmt.Fprintf(stdout, "gatehouse coordinator: API on http://%s (OpenAPI at /openapi.json, dashboard at /, metrics at /metrics), %d shards, max_concurrency %d\n",
 		ln.Addr(), cfg.ShardCount, max(cfg.MaxConcurrency, 1))
 	if f, ok := stdout.(interface{ Sync() error }); ok {
 		_ = f.Sync()
 	}
 	wg.Go(func() { c.Run(runCtx) })
+	wg.Go(func() { dash.Run(runCtx) })
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- srv.Serve(ln) })
 	select {

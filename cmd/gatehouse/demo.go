@@ -31,6 +31,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS `HOST:PORT` for gatehouse tail and bot workers (port 0 picks a free port)")
 		dataDir    = fs.String("data-dir", "", "JetStream store `directory` (default: a temporary directory removed at exit)")
 		every      = fs.Duration("report-every", 2*time.Second, "how often to print the live line")
+		heartbeat  = fs.Duration("heartbeat-interval", 41250*time.Millisecond, "the simulator's gateway heartbeat interval (Discord's is 41.25s)")
 		leaseTTL   = fs.Duration("lease-ttl", 15*time.Second, "shard lease TTL; the node reports its shards to the dashboard every third of it")
 		logLevel   = fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	)
@@ -55,7 +56,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	// The simulated Discord.
 	simSrv, err := sim.New(sim.Config{Guilds: *guilds, MaxConcurrency: *maxConc, EventRate: *rate, IdentifyInterval: *interval,
-		Logger: log.With("part", "sim")})
+		HeartbeatInterval: *heartbeat, Logger: log.With("part", "sim")})
 	if err != nil {
 		return usageError{"demo: " + err.Error()}
 	}

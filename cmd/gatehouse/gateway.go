@@ -24,6 +24,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/coord/coordclient"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
+	"github.com/gatehouse-dev/gatehouse/internal/metrics"
 )
 
 const gatewaySummary = `Run a gateway node: hold the bot's shard sessions to Discord (heartbeats, zombie
@@ -54,7 +55,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		interval   = fs.Duration("identify-interval", 5*time.Second, "identify window per bucket (Discord: 5s; shorter only against a simulator configured the same)")
 		margin     = fs.Duration("identify-margin", 25*time.Millisecond, "added to the 5 s identify window of each bucket, against clock and network jitter")
 		nodeID     = fs.String("node-id", "", "this node's name in saved state and logs (default: host name)")
-		statusAddr = fs.String("status-addr", "", "serve GET /status (JSON shard states), /healthz and /debug/pprof/ on `HOST:PORT` (empty = off; keep it on loopback)")
+		statusAddr = fs.String("status-addr", "", "serve GET /status (JSON shard states), /metrics (Prometheus), /healthz and /debug/pprof/ on `HOST:PORT` (empty = off; keep it on loopback)")
 		coordURL   = fs.String("coordinator", "", "coordinator base `URL` (http://HOST:PORT): every IDENTIFY waits for its global queue instead of this node's own (token: -coordinator-token or $GATEHOUSE_NODE_TOKEN)")
 		coordTok   = fs.String("coordinator-token", "", "the coordinator's node `token` (default $GATEHOUSE_NODE_TOKEN)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -188,6 +189,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	})
 	wg.Go(func() { trimMemory(cmdCtx, memTrimEvery) })
+
 	if assigned {
 		id := node.ID()
 		agentDone := make(chan struct{})
@@ -259,6 +261,7 @@ func serveStatus(wg *sync.WaitGroup, addr string, node *gateway.Node, log *slog.
 			Shards     []gateway.ShardStatus `json:"shards"`
 		}{node.Stats(), ms.Mallocs, ms.HeapAlloc, ms.HeapInuse, ms.StackInuse, ms.Sys, ms.HeapReleased, runtime.NumGoroutine(), node.Status()})
 	})
+	mux.Handle("GET /metrics", metricsHandler(metrics.Node(node)))
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

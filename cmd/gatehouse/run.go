@@ -25,6 +25,10 @@ var commands = []command{
 	{"coordinator", "run the coordinator: global identify queue, Shardman, glance and gateway-queue APIs", runCoordinator},
 	{"broker", "run only the NATS JetStream server gateway nodes embed, in its own process", runBroker},
 	{"bench", "run end-to-end benchmarks and print a table", runBench},
+	{"status", "print the fleet from a coordinator; exit 1 when a shard is down", runStatus},
+	{"lookup", "print which shard and node hold a guild", runLookup},
+	{"drain", "move every shard off a gateway node (or -undo)", runDrain},
+	{"reshard", "plan a reshard to another shard count (-to N -dry-run)", runReshard},
 	{"version", "print the version", runVersion},
 }
 

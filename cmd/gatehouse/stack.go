@@ -20,6 +20,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
+	"github.com/gatehouse-dev/gatehouse/internal/metrics"
 )
 
 // stackConfig is one process running the whole stack: embedded NATS, the
@@ -96,7 +97,12 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: -listen: %w", sc.name, err)
 	}
-	httpSrv := &http.Server{Handler: dash.Handler(co.Handler()), ReadHeaderTimeout: 10 * time.Second,
+	var node *gateway.Node
+	// The node's collector reads it at scrape time; it exists before the
+	// first scrape can come (the listener serves only once node is set).
+	nodeMetrics := &lateCollector{}
+	mh := metricsHandler(metrics.Coordinator(co, metricsLag(b)), nodeMetrics)
+	httpSrv := &http.Server{Handler: withMetrics(dash.Handler(co.Handler()), mh, co), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return runCtx }, ErrorLog: slog.NewLogLogger(sc.log.Handler(), slog.LevelDebug)}
 	bg.Go(func() { co.Run(runCtx) })
 	bg.Go(func() { dash.Run(runCtx) })
@@ -119,7 +125,6 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 		return err
 	}
 	defer cc.Close()
-	var node *gateway.Node
 	agent, err := cc.NewAgent(coordclient.AgentConfig{NodeID: sc.name, Report: func() []coordclient.ShardReport { return shardReports(node.Status()) }})
 	if err != nil {
 		return err
@@ -130,6 +135,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
 	}
+	nodeMetrics.set(metrics.Node(node))
 	fmt.Fprintf(stdout, "gatehouse %s: dashboard at http://%s/ (admin view at /admin), API described at /openapi.json\n", sc.name, coLn.Addr())
 	fmt.Fprintf(stdout, "gatehouse %s: NATS at %s; watch the events with: gatehouse tail -nats %s -count\n", sc.name, b.ClientURL(), b.ClientURL())
 	rounds := (count + mc - 1) / mc

@@ -62,6 +62,9 @@ type Batch struct {
 	// Spare is memory the producer keeps with the batch (for example the
 	// uncompressed body); publishers ignore it.
 	Spare []byte
+	// Start is when the producer handed the batch over (to measure the
+	// publish latency); publishers ignore it.
+	Start time.Time
 }
 
 // MsgID is the batch's deduplication ID: <shard>:<session>:<first seq>.

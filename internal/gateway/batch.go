@@ -106,7 +106,7 @@ func (b *batcher) publishLarge(ctx context.Context, session string, h discord.He
 	}
 	c := &broker.Batch{
 		Subject: b.n.intern(b.subj), Shard: b.shard, NumShards: b.numShards, Session: session,
-		FirstSeq: h.S, LastSeq: h.S, Count: 1, Lease: tok, Body: body,
+		FirstSeq: h.S, LastSeq: h.S, Count: 1, Lease: tok, Body: body, Start: time.Now(),
 	}
 	b.n.inflight.Add(1)
 	b.pending.Add(1)
@@ -129,7 +129,7 @@ func (b *batcher) flushLocked(ctx context.Context) error {
 		// the shard's next owner gets these events again when it resumes.
 		return ErrFenced
 	}
-	c.Lease = tok
+	c.Lease, c.Start = tok, time.Now()
 	b.cur = nil
 	b.timer.Stop()
 	if b.n.cfg.BatchCompression == BatchS2 && c.Body[0] == broker.FormatRecords && len(c.Body) >= minCompress {

@@ -258,7 +258,10 @@ type Node struct {
 		published, badPayloads, oversize atomic.Int64
 		quiet                            atomic.Int64 // connections idle for IdleAfter
 	}
-	started chan struct{}
+	events      eventCounts
+	publishHist *Histogram
+	retired     Counters // counters of the shards removed from this node; guarded by mu
+	started     chan struct{}
 }
 
 // New checks cfg and returns a Node; Run starts it.
@@ -269,6 +272,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), pub: cfg.Publisher, subjects: cfg.Subjects,
 		shards: map[int]*shardRunner{}, removing: map[int]bool{}, interned: map[string]string{}, started: make(chan struct{}),
+		publishHist: newHistogram(publishBuckets),
 	}
 	// Batches are published at MaxBatchBytes; MaxBody is the hard limit a
 	// single large payload must fit (compressed if need be).
@@ -511,9 +515,14 @@ func (n *Node) Remove(ctx context.Context, shard int) error {
 	case <-ctx.Done():
 		n.log.Warn("shard removed before its last batches were acknowledged; they replay on resume", "shard", shard)
 	}
+	c := r.status().Counters
 	n.mu.Lock()
 	delete(n.shards, shard)
 	n.order = slices.DeleteFunc(n.order, func(id int) bool { return id == shard })
+	n.retired.Identifies += c.Identifies
+	n.retired.Resumes += c.Resumes
+	n.retired.Reconnects += c.Reconnects
+	n.retired.Zombies += c.Zombies
 	n.mu.Unlock()
 	if err := n.save(ctx, r, time.Now(), true); err != nil {
 		return fmt.Errorf("gateway: saving shard %d's session: %w", shard, err)

@@ -32,6 +32,7 @@ type shardRunner struct {
 	acts    []Action // scratch
 	stopped error    // set once the machine stopped for good
 	guilds  guildCount
+	latency *Histogram // heartbeat round trips
 
 	dialCh chan string // ActDial → the run goroutine
 	batch  batcher
@@ -50,7 +51,8 @@ type shardRunner struct {
 }
 
 func newShardRunner(n *Node, id, numShards int, resume Session, guilds int, pending []uint64) *shardRunner {
-	r := &shardRunner{n: n, id: id, numShards: numShards, limiter: NewSendLimiter(), dialCh: make(chan string, 1), done: make(chan struct{})}
+	r := &shardRunner{n: n, id: id, numShards: numShards, limiter: NewSendLimiter(), dialCh: make(chan string, 1), done: make(chan struct{}),
+		latency: newHistogram(heartbeatBuckets)}
 	if resume.ID != "" {
 		r.guilds.resumed(guilds, pending)
 	}
@@ -174,6 +176,10 @@ func (r *shardRunner) fenced(err error) {
 // onPublished runs when the broker stored (or gave up on) a batch.
 func (r *shardRunner) onPublished(c *broker.Batch, err error) {
 	if err == nil {
+		r.n.events.add(c.Subject, c.Count)
+		if !c.Start.IsZero() {
+			r.n.publishHist.Observe(time.Since(c.Start))
+		}
 		r.pubMu.Lock()
 		if c.Session != r.pubSession || c.LastSeq > r.pubSeq {
 			r.pubSession, r.pubSeq = c.Session, c.LastSeq
@@ -349,6 +355,9 @@ func (r *shardRunner) handle(isBinary bool, msg []byte) error {
 	before := r.m.Session()
 	now := time.Now()
 	acts := r.m.Receive(now, h, payload, r.acts[:0])
+	if h.Op == discord.OpHeartbeatACK {
+		r.latency.Observe(r.m.Latency())
+	}
 	if h.Op == discord.OpDispatch {
 		// Publish exactly the dispatches that advanced the session's seq:
 		// what a RESUME would ask for again is never published twice.

@@ -1,0 +1,365 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/dashboard"
+)
+
+// The operator commands talk to a running coordinator's API.
+
+// unhealthyError is gatehouse status' verdict when something is down; main
+// exits 1 for it, like for any other failure, after the table.
+type unhealthyError struct{ n int }
+
+func (e unhealthyError) Error() string { return fmt.Sprintf("%d shard(s) unhealthy", e.n) }
+
+// apiClient calls the coordinator's API.
+type apiClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// apiFlags adds -coordinator and -token to fs; tokenEnv names the
+// environment variables the token comes from when -token is not given, in
+// order.
+func apiFlags(fs *flag.FlagSet, tokenEnv ...string) func() (*apiClient, error) {
+	base := fs.String("coordinator", envOr("GATEHOUSE_COORDINATOR", "http://127.0.0.1:8080"), "the coordinator's `URL` (default $GATEHOUSE_COORDINATOR or http://127.0.0.1:8080)")
+	token := fs.String("token", "", "API `token` (default $"+strings.Join(tokenEnv, ", else $")+")")
+	return func() (*apiClient, error) {
+		u, err := url.Parse(*base)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, usageError{fmt.Sprintf("-coordinator %q: want http://HOST:PORT", *base)}
+		}
+		tok := *token
+		for _, env := range tokenEnv {
+			if tok == "" {
+				tok = os.Getenv(env)
+			}
+		}
+		if tok == "" {
+			return nil, usageError{"no token: pass -token or set $" + strings.Join(tokenEnv, " or $")}
+		}
+		return &apiClient{base: strings.TrimRight(*base, "/"), token: tok, http: &http.Client{Timeout: 15 * time.Second}}, nil
+	}
+}
+
+// do calls the API and decodes a 2xx answer into out; other answers come
+// back as errors with the coordinator's message.
+func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("coordinator at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return fmt.Errorf("coordinator: %s: %s", resp.Status, e.Error)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// parseInterspersed parses fs allowing flags after the positional
+// arguments too (gatehouse lookup 123 -coordinator …), and returns the
+// positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", "Print the fleet: shards by state, nodes, the identify queue and budget, the planner, and every shard that is not healthy. Exits 1 when a shard is down or unassigned.", stderr)
+	client := apiFlags(fs, "GATEHOUSE_STATUS_TOKEN", "GATEHOUSE_ADMIN_TOKEN")
+	asJSON := fs.Bool("json", false, "print the coordinator's status and shards as JSON instead of tables")
+	if pos, err := parseInterspersed(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usageError{"status takes no arguments"}
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	var st coord.Status
+	var shards coord.ShardList
+	var plan coord.PlannerState
+	if err := c.do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+		return err
+	}
+	if err := c.do(ctx, "GET", "/v1/shards", nil, &shards); err != nil {
+		return err
+	}
+	planErr := c.do(ctx, "GET", "/v1/planner", nil, &plan)
+	bad := 0
+	for _, s := range shards.Shards {
+		if cl := dashboard.Class(s.State); cl == dashboard.ClassBad || cl == dashboard.ClassUnknown {
+			bad++
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			Status coord.Status    `json:"status"`
+			Shards coord.ShardList `json:"shards"`
+		}{st, shards}); err != nil {
+			return err
+		}
+	} else {
+		printStatus(stdout, c.base, st, shards, plan, planErr)
+	}
+	if bad > 0 {
+		return unhealthyError{bad}
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, base string, st coord.Status, shards coord.ShardList, plan coord.PlannerState, planErr error) {
+	now := time.Now()
+	byState := map[string]int{}
+	guilds := 0
+	for _, s := range shards.Shards {
+		byState[s.State]++
+		if s.Guilds != nil {
+			guilds += *s.Guilds
+		}
+	}
+	states := make([]string, 0, len(byState))
+	for s := range byState {
+		states = append(states, s)
+	}
+	sort.Strings(states)
+	parts := make([]string, len(states))
+	for i, s := range states {
+		parts[i] = fmt.Sprintf("%d %s", byState[s], s)
+	}
+	fmt.Fprintf(w, "Coordinator %s: %d shards, max_concurrency %d, %d guilds reported\n", base, st.ShardCount, st.MaxConcurrency, guilds)
+	fmt.Fprintf(w, "Shards: %s\n", strings.Join(parts, ", "))
+	waiting := 0
+	for _, b := range st.Identify.Buckets {
+		waiting += b.Waiting
+	}
+	budget := "not tracked"
+	if st.Identify.Remaining >= 0 {
+		budget = fmt.Sprintf("%d session starts left", st.Identify.Remaining)
+		if st.Identify.ResetAt != nil {
+			budget += " (reset " + st.Identify.ResetAt.UTC().Format("2006-01-02 15:04 UTC") + ")"
+		}
+	}
+	fmt.Fprintf(w, "Identify: %d waiting; %s\n", waiting, budget)
+	if planErr == nil {
+		fmt.Fprintf(w, "Planner: %s, %d → %d shards: %s\n", plan.Action, plan.Current, plan.Target, plan.Reason)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(st.Nodes) > 0 {
+		fmt.Fprintln(w, "\nNodes:")
+		fmt.Fprintln(tw, "  NODE\tSHARDS\tCAPACITY\tDRAINING\tLAST SEEN")
+		for _, n := range st.Nodes {
+			capacity := "-"
+			if n.Capacity > 0 {
+				capacity = strconv.Itoa(n.Capacity)
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%v\t%s ago\n", n.ID, len(n.Shards), capacity, n.Draining, now.Sub(n.LastSeen).Round(time.Second))
+		}
+		tw.Flush()
+	} else {
+		fmt.Fprintln(w, "\nNodes: none")
+	}
+	var sick []coord.ShardInfo
+	for _, s := range shards.Shards {
+		if dashboard.Class(s.State) != dashboard.ClassOK {
+			sick = append(sick, s)
+		}
+	}
+	if len(sick) == 0 {
+		fmt.Fprintln(w, "\nEvery shard is healthy.")
+		return
+	}
+	fmt.Fprintf(w, "\nShards not online (%d):\n", len(sick))
+	fmt.Fprintln(tw, "  SHARD\tSTATE\tHOLDER\tFOR\tERROR")
+	for i, s := range sick {
+		if i == 50 {
+			fmt.Fprintf(tw, "  …\t%d more\t\t\t\n", len(sick)-50)
+			break
+		}
+		holder := s.Node
+		if holder == "" {
+			holder = s.Holder
+		}
+		if holder == "" {
+			holder = "-"
+		}
+		since := "-"
+		if !s.StateSince.IsZero() {
+			since = now.Sub(s.StateSince).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", s.Shard, s.State, holder, since, s.Error)
+	}
+	tw.Flush()
+}
+
+func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("lookup", "Print which shard holds a guild, (guild_id >> 22) % shard_count, and who runs it. Usage: gatehouse lookup GUILD_ID", stderr)
+	client := apiFlags(fs, "GATEHOUSE_STATUS_TOKEN", "GATEHOUSE_ADMIN_TOKEN")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"usage: gatehouse lookup GUILD_ID"}
+	}
+	id, err := strconv.ParseUint(pos[0], 10, 64)
+	if err != nil || id == 0 {
+		return usageError{fmt.Sprintf("lookup: %q is not a guild ID (a number from 1 to 18446744073709551615)", pos[0])}
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	var ans struct {
+		GuildID    string `json:"guild_id"`
+		Shard      int    `json:"shard"`
+		ShardCount int    `json:"shard_count"`
+		Node       string `json:"node"`
+		Worker     string `json:"worker"`
+		State      string `json:"state"`
+		Guilds     *int   `json:"guilds"`
+	}
+	if err := c.do(ctx, "GET", "/v1/guilds/"+strconv.FormatUint(id, 10), nil, &ans); err != nil {
+		return err
+	}
+	holder := "nobody"
+	switch {
+	case ans.Node != "":
+		holder = "node " + ans.Node
+	case ans.Worker != "":
+		holder = "a " + ans.Worker + " worker"
+	}
+	line := fmt.Sprintf("guild %s is on shard %d of %d, run by %s, %s", ans.GuildID, ans.Shard, ans.ShardCount, holder, ans.State)
+	if ans.Guilds != nil {
+		line += fmt.Sprintf(" (%d guilds on the shard)", *ans.Guilds)
+	}
+	fmt.Fprintln(stdout, line)
+	return nil
+}
+
+func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("drain", "Move every shard off a gateway node (by RESUME, one at a time as other nodes take them) and give it none; -undo gives it shards again. Usage: gatehouse drain NODE", stderr)
+	client := apiFlags(fs, "GATEHOUSE_ADMIN_TOKEN")
+	undo := fs.Bool("undo", false, "undrain the node instead")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || pos[0] == "" {
+		return usageError{"usage: gatehouse drain NODE (or * for every node)"}
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	typ := "drain"
+	if *undo {
+		typ = "undrain"
+	}
+	var res struct {
+		Delivered []string `json:"delivered"`
+	}
+	if err := c.do(ctx, "POST", "/v1/commands", map[string]any{"target": pos[0], "type": typ}, &res); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s %s: done; the coordinator moves its shards with the next heartbeats (push channel reached: %s)\n",
+		typ, pos[0], strings.Join(append([]string{}, res.Delivered...), ", "))
+	return nil
+}
+
+func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("reshard", "Plan (and run) a reshard to another shard count: identifies, identify rounds, time, session-start budget, guilds a shard.", stderr)
+	client := apiFlags(fs, "GATEHOUSE_ADMIN_TOKEN")
+	to := fs.Int("to", 0, "the new shard `count` (required)")
+	dry := fs.Bool("dry-run", false, "print the plan only")
+	if pos, err := parseInterspersed(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usageError{"reshard takes no arguments: gatehouse reshard -to N [-dry-run]"}
+	}
+	if *to < 1 {
+		return usageError{"reshard: -to N is required, N >= 1"}
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	var plan coord.ReshardPlan
+	if err := c.do(ctx, "POST", "/v1/reshard", map[string]any{"to": *to, "dry_run": true}, &plan); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, plan.Summary)
+	if len(plan.Problems) > 0 {
+		return fmt.Errorf("reshard to %d cannot run: %s", *to, strings.Join(plan.Problems, "; "))
+	}
+	if *dry {
+		return nil
+	}
+	if err := c.do(ctx, "POST", "/v1/reshard", map[string]any{"to": *to}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "reshard to %d started; follow it with gatehouse status or on the dashboard\n", *to)
+	return nil
+}

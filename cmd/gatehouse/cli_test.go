@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord"
+)
+
+// TestOperatorCommands runs status, lookup, drain and reshard against a
+// coordinator with one node reporting three shards ready and one offline.
+func TestOperatorCommands(t *testing.T) {
+	co, err := coord.New(coord.Config{Tokens: coord.Tokens{Admin: "adm", Node: "nod", Status: "sta"}, ShardCount: 4, MaxConcurrency: 2,
+		IdentifyMargin: -1, SessionStarts: 100, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(co.Handler())
+	defer srv.Close()
+	beat := func(body string) map[string]any {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/nodes/node-a/heartbeat", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer nod")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var o map[string]any
+		json.NewDecoder(resp.Body).Decode(&o)
+		return o
+	}
+	o := beat(`{"shards":[]}`)
+	var held, reports []string
+	for _, a := range o["assign"].([]any) {
+		h := a.(map[string]any)
+		shard := int(h["shard"].(float64))
+		held = append(held, fmt.Sprintf(`{"shard":%d,"token":%d}`, shard, uint64(h["token"].(float64))))
+		state := "ready"
+		if shard == 3 {
+			state = "offline"
+		}
+		reports = append(reports, fmt.Sprintf(`{"shard":%d,"state":%q,"guilds":900}`, shard, state))
+	}
+	beat(`{"shards":[` + strings.Join(held, ",") + `],"reports":[` + strings.Join(reports, ",") + `]}`)
+
+	cli := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), append(args, "-coordinator", srv.URL), &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+	t.Setenv("GATEHOUSE_STATUS_TOKEN", "sta")
+	t.Setenv("GATEHOUSE_ADMIN_TOKEN", "adm")
+
+	out, err := cli("status")
+	var ue unhealthyError
+	if !errors.As(err, &ue) || ue.n != 1 {
+		t.Errorf("status with a shard offline: %v, want unhealthyError{1}", err)
+	}
+	for _, want := range []string{"1 offline, 3 ready", "node-a", "Shards not online (1)", "3600 guilds reported", "100 session starts left"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = cli("status", "-json")
+	var js struct {
+		Shards coord.ShardList `json:"shards"`
+	}
+	if json.Unmarshal([]byte(out), &js) != nil || len(js.Shards.Shards) != 4 || err == nil {
+		t.Errorf("status -json: %v\n%s", err, out)
+	}
+
+	const guild = 81384788765712384
+	out, err = cli("lookup", fmt.Sprint(guild))
+	if want := fmt.Sprintf("shard %d of 4, run by node node-a, ready (900 guilds on the shard)", (guild>>22)%4); err != nil || !strings.Contains(out, want) {
+		t.Errorf("lookup: %v\n%s", err, out)
+	}
+	if _, err := cli("lookup", "general"); !errors.As(err, new(usageError)) {
+		t.Errorf("lookup of a word: %v, want a usage error", err)
+	}
+
+	out, err = cli("drain", "node-a")
+	if err != nil || !strings.Contains(out, "drain node-a: done") {
+		t.Errorf("drain: %v\n%s", err, out)
+	}
+	if o := beat(`{"shards":[` + strings.Join(held, ",") + `]}`); len(o["revoke"].([]any)) != 0 {
+		// With no other node the drained node keeps its shards.
+		t.Errorf("drained node alone was told to stop shards: %v", o["revoke"])
+	}
+
+	out, err = cli("reshard", "-to", "8", "-dry-run")
+	if err != nil || !strings.Contains(out, "Reshard 4 → 8 shards: 8 identifies in 4 rounds") {
+		t.Errorf("reshard -dry-run: %v\n%s", err, out)
+	}
+	if _, err := cli("reshard", "-to", "7", "-dry-run"); err == nil || !strings.Contains(err.Error(), "multiple of max_concurrency 2: try 8") {
+		t.Errorf("reshard to 7 at max_concurrency 2: %v", err)
+	}
+	if _, err := cli("reshard", "-to", "8"); err == nil || !strings.Contains(err.Error(), "501") {
+		t.Errorf("running a reshard: %v, want the coordinator's 501", err)
+	}
+	if _, err := cli("reshard", "-to", "200", "-dry-run"); err == nil || !strings.Contains(err.Error(), "session-start budget has 100 left") {
+		t.Errorf("reshard over the budget: %v", err)
+	}
+
+	// Errors say what is wrong.
+	t.Setenv("GATEHOUSE_STATUS_TOKEN", "wrong")
+	t.Setenv("GATEHOUSE_ADMIN_TOKEN", "")
+	if _, err := cli("status"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("status with a bad token: %v", err)
+	}
+	var out2 bytes.Buffer
+	if err := run(context.Background(), []string{"status", "-coordinator", "ftp://x", "-token", "t"}, &out2, io.Discard); !errors.As(err, new(usageError)) {
+		t.Errorf("status with a bad URL: %v", err)
+	}
+}
