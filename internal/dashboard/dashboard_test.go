@@ -41,7 +41,7 @@ func TestBuildDiffPublic(t *testing.T) {
 			{Shard: 0, Holder: "node", Node: "n1", State: "ready", Guilds: &g, LatencyMS: &lat, EventsPerSec: 10},
 			{Shard: 1, State: "unassigned"},
 		}},
-		Status: coord.Status{Nodes: []coord.NodeInfo{{ID: "n1"}}, Glance: []coord.GlanceShard{{Cluster: "c2", ID: 0, StateName: "unhealthy"}}},
+		Status:    coord.Status{Nodes: []coord.NodeInfo{{ID: "n1"}}, Glance: []coord.GlanceShard{{Cluster: "c2", ID: 0, StateName: "unhealthy"}}},
 		Consumers: []ConsumerLag{{Name: "bot", Pending: 7}},
 		Now:       time.Unix(100, 0),
 	}
