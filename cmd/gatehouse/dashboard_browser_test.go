@@ -113,7 +113,7 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	const shards = 6
 	d := startDemo(t, "-guilds", strconv.Itoa(shards*1000), "-max-concurrency", "2", "-identify-interval", "200ms",
-		"-rate", "20", "-lease-ttl", "1500ms", "-report-every", "10s")
+		"-rate", "20", "-lease-ttl", "3s", "-report-every", "10s")
 	defer d.stop()
 	dir := artifactDir(t)
 
@@ -212,7 +212,7 @@ func TestDashboardBrowser(t *testing.T) {
 	cell := fmt.Sprintf(`.cell[data-k="gateway/%d"]`, victim)
 	waitFor("the cut-off shard red", 15*time.Second, func() bool { return count(cell+".bad") == 1 })
 	shot("3-shard-down.png")
-	waitFor("the shard green again", 30*time.Second, func() bool { return count(cell+".ok") == 1 })
+	waitFor("the shard green again", 45*time.Second, func() bool { return count(cell+".ok") == 1 })
 	shot("4-shard-back.png")
 
 	// Nothing secret on the public page.

@@ -27,7 +27,7 @@ func TestDemo(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"demo", "-listen", "127.0.0.1:0", "-nats-listen", "127.0.0.1:0", "-guilds", "3000",
-			"-max-concurrency", "2", "-identify-interval", "200ms", "-rate", "50", "-report-every", "200ms", "-lease-ttl", "1500ms", "-heartbeat-interval", "500ms"}, pw, &stderr)
+			"-max-concurrency", "2", "-identify-interval", "200ms", "-rate", "50", "-report-every", "200ms", "-lease-ttl", "3s", "-heartbeat-interval", "500ms"}, pw, &stderr)
 		pw.Close()
 	}()
 	api := regexp.MustCompile(`dashboard at (http://\S+)/ `)

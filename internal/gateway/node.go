@@ -52,6 +52,10 @@ type Leases interface {
 	// Lease returns shard's fencing token and whether this node may still
 	// act as its owner now.
 	Lease(shard int) (token uint64, ok bool)
+	// Lost tells the lease holder that the node stopped shard because
+	// Lease said no (or the store refused its state): the shard is
+	// stopped, not running, and should be removed and given back.
+	Lost(shard int)
 }
 
 // Config configures a Node. Zero values mean the documented defaults.

@@ -429,8 +429,9 @@ func TestNodeHandoff(t *testing.T) {
 
 // testLeases is a Leases a test sets by hand.
 type testLeases struct {
-	mu sync.Mutex
-	m  map[int]testLease
+	mu   sync.Mutex
+	m    map[int]testLease
+	lost []int
 }
 
 type testLease struct {
@@ -445,6 +446,12 @@ func (l *testLeases) set(shard int, token uint64, ok bool) {
 		l.m = map[int]testLease{}
 	}
 	l.m[shard] = testLease{token, ok}
+}
+
+func (l *testLeases) Lost(shard int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lost = append(l.lost, shard)
 }
 
 func (l *testLeases) Lease(shard int) (uint64, bool) {
@@ -492,6 +499,12 @@ func TestNodeFencing(t *testing.T) {
 	}
 	if got := b.session(1, 4); !cmp.Equal(got, saved) {
 		t.Errorf("shard 1's state saved after its lease was lost: %+v, was %+v", got, saved)
+	}
+	la.mu.Lock()
+	lost := slices.Clone(la.lost)
+	la.mu.Unlock()
+	if !slices.Equal(lost, []int{1}) {
+		t.Errorf("Lost calls %v, want [1]", lost)
 	}
 	if err := a.Remove(t.Context(), 1); !errors.Is(err, ErrFenced) {
 		t.Errorf("Remove of a fenced shard = %v, want ErrFenced (its state is not saved)", err)

@@ -169,8 +169,17 @@ func (r *shardRunner) waitGate() {
 // is published or saved for it, and its connection ends without a close
 // frame, so the shard's new owner can RESUME the session.
 func (r *shardRunner) fenced(err error) {
+	r.mu.Lock()
+	already := r.stopped != nil
+	r.mu.Unlock()
+	if already {
+		return
+	}
 	r.n.log.Error("lease on the shard lost: stopping it without publishing further", "shard", r.id, "err", err)
 	r.step(r.m.Stop)
+	if r.n.cfg.Leases != nil {
+		r.n.cfg.Leases.Lost(r.id)
+	}
 }
 
 // onPublished runs when the broker stored (or gave up on) a batch.

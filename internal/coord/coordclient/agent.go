@@ -88,6 +88,7 @@ type Agent struct {
 	released []held    // stopped and saved, to report
 	valid    time.Time // the leases are ours until then (see Lease)
 	ran      bool
+	runCtx   context.Context // Run's context, for stops Lost starts
 	wg       sync.WaitGroup
 }
 
@@ -125,6 +126,20 @@ func (a *Agent) Lease(shard int) (uint64, bool) {
 	return tok, ok && time.Now().Before(a.valid)
 }
 
+// Lost is the node saying it stopped shard because its lease ran out (a
+// heartbeat answered too late, say): the agent removes it and reports it
+// released, so the coordinator can lease it again, here or elsewhere.
+func (a *Agent) Lost(shard int) {
+	a.mu.Lock()
+	ctx := a.runCtx
+	a.mu.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		return
+	}
+	a.c.log.Warn("the node stopped a shard whose lease ran out; giving it back", "shard", shard)
+	a.stop(ctx, shard, true)
+}
+
 // Run registers the node with the coordinator and runs its shards as the
 // coordinator assigns them until ctx ends: it heartbeats every third of
 // the lease TTL with the shards it runs, starts assigned shards and stops
@@ -139,11 +154,11 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 		a.mu.Unlock()
 		return errors.New("coordclient: Agent.Run called twice")
 	}
-	a.ran, a.node = true, node
-	a.mu.Unlock()
-	defer a.wg.Wait()
 	ctx, stop := context.WithCancel(ctx) // ends the push channel when Run returns
 	defer stop()
+	a.ran, a.node, a.runCtx = true, node, ctx
+	a.mu.Unlock()
+	defer a.wg.Wait()
 	a.wg.Go(func() { a.pushLoop(ctx) })
 	interval, ttl := a.cfg.FirstInterval, time.Duration(0)
 	lastOK := time.Now()

@@ -50,6 +50,12 @@ func (f *fakeNode) Remove(ctx context.Context, shard int) error {
 	return nil
 }
 
+func (f *fakeNode) addCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.adds
+}
+
 func (f *fakeNode) running() []int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -285,6 +291,13 @@ func TestAgentLease(t *testing.T) {
 	// The coordinator answers again: the shards come back under new leases.
 	waitUntil(t, "shards back", func() bool { return len(n.running()) == 2 })
 	waitUntil(t, "valid again", func() bool { _, ok := ag.Lease(0); return ok })
+	// The node says it stopped shard 0 (its lease ran out): the agent
+	// removes it, reports it, and gets it back under a new token.
+	tok0, _ := ag.Lease(0)
+	addsBefore := n.addCount()
+	ag.Lost(0)
+	waitUntil(t, "shard 0 re-added", func() bool { return n.addCount() > addsBefore && slices.Contains(n.running(), 0) })
+	waitUntil(t, "shard 0 under a new token", func() bool { tok, ok := ag.Lease(0); return ok && tok > tok0 })
 	if err := ag.Run(ctx, n); err == nil {
 		t.Error("a second Run succeeded")
 	}
