@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +19,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/dashboard"
 )
 
 // chromium returns the browser to drive, or "" when none is installed.
@@ -244,4 +250,110 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Errorf("admin view: %d cells under node demo, want %d", n, shards)
 	}
 	t.Logf("screenshots in %s", dir)
+}
+
+// TestDashboardScale loads the dashboard of a coordinator with 5,000
+// shards in headless Chromium, then has a node take them all and report
+// them in two waves, and checks the page shows every cell with its state
+// and keeps answering. It logs how long the page took; the figure is a
+// measurement, not a pass mark.
+func TestDashboardScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a browser")
+	}
+	exe := chromium()
+	if exe == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no chromium in CI: .ci/run installs it")
+		}
+		t.Skip("no chromium installed (apt install chromium)")
+	}
+	const shards = 5000
+	co, err := coord.New(coord.Config{Tokens: coord.Tokens{Admin: "adm", Node: "nod"}, ShardCount: shards, MaxConcurrency: 16,
+		IdentifyMargin: -1, SessionStarts: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dash, err := dashboard.New(dashboard.Config{Coordinator: co, Tick: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dctx, dcancel := context.WithCancel(context.Background())
+	ddone := make(chan struct{})
+	go func() { dash.Run(dctx); close(ddone) }()
+	defer func() { dcancel(); <-ddone }()
+	srv := httptest.NewServer(dash.Handler(co.Handler()))
+	defer srv.Close()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1920, 1080))
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer acancel()
+	bctx, bcancel := chromedp.NewContext(actx)
+	defer bcancel()
+	ctx, cancel := context.WithTimeout(bctx, 120*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count := func(sel string) int {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor := func(what string, cond func() bool) time.Duration {
+		start := time.Now()
+		for !cond() {
+			if time.Since(start) > 60*time.Second {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	start := time.Now()
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#grid .cell"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("5,000 cells", func() bool { return count(".cell.unknown") == shards })
+	loaded := time.Since(start)
+
+	// A node takes every shard; it reports them ready in one heartbeat.
+	post := func(body string) map[string]any {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/nodes/big/heartbeat", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer nod")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var o map[string]any
+		json.NewDecoder(resp.Body).Decode(&o)
+		return o
+	}
+	o := post(`{"shards":[]}`)
+	held := make([]string, 0, shards)
+	reports := make([]string, 0, shards)
+	for _, a := range o["assign"].([]any) {
+		h := a.(map[string]any)
+		held = append(held, fmt.Sprintf(`{"shard":%d,"token":%d}`, int(h["shard"].(float64)), uint64(h["token"].(float64))))
+		reports = append(reports, fmt.Sprintf(`{"shard":%d,"state":"ready","guilds":2000,"latency_ms":41}`, int(h["shard"].(float64))))
+	}
+	if len(held) != shards {
+		t.Fatalf("assigned %d shards, want %d", len(held), shards)
+	}
+	start = time.Now()
+	post(`{"shards":[` + strings.Join(held, ",") + `],"reports":[` + strings.Join(reports, ",") + `]}`)
+	allGreen := waitFor("5,000 green cells", func() bool { return count(".cell.ok") == shards })
+	// The page still answers at once.
+	start2 := time.Now()
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#guild"), "81384788765712384"), chromedp.Click(chromedp.CSS("#search button")),
+		chromedp.WaitVisible(chromedp.CSS(".cell.hl"))); err != nil {
+		t.Fatal(err)
+	}
+	search := time.Since(start2)
+	t.Logf("5,000 shards: page loaded with every cell in %v; all green %v after the report; a guild search answered in %v",
+		loaded.Round(time.Millisecond), allGreen.Round(time.Millisecond), search.Round(time.Millisecond))
 }

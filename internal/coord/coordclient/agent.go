@@ -154,11 +154,13 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 		a.mu.Unlock()
 		return errors.New("coordclient: Agent.Run called twice")
 	}
-	ctx, stop := context.WithCancel(ctx) // ends the push channel when Run returns
-	defer stop()
+	// stop ends the push channel (and the stops Lost started see it end)
+	// when Run returns; the goroutines are waited for after it.
+	ctx, stop := context.WithCancel(ctx)
 	a.ran, a.node, a.runCtx = true, node, ctx
 	a.mu.Unlock()
 	defer a.wg.Wait()
+	defer stop()
 	a.wg.Go(func() { a.pushLoop(ctx) })
 	interval, ttl := a.cfg.FirstInterval, time.Duration(0)
 	lastOK := time.Now()

@@ -72,6 +72,8 @@ function groupFor(c) {
 function place(el, c) {
   const g = groupFor(c);
   if (el.parentNode === g.list) return;
+  const last = g.list.lastElementChild;
+  if (!last || Number(last.dataset.s) < c.s) { g.list.append(el); return; } // the snapshot comes sorted
   let before = null;
   for (const other of g.list.children) {
     if (Number(other.dataset.s) > c.s) { before = other; break; }
