@@ -75,8 +75,8 @@ var layers = map[string]layer{
 	"internal/broker":            {modules: []string{modCompress}},
 	"internal/broker/natsbroker": {imports: []string{"internal/broker"}, modules: []string{modNATSServer, modNATSClient}},
 	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/shard", "internal/identify", "internal/broker"}},
-	"internal/dashboard":         {imports: []string{"internal/coord"}},
-	"internal/metrics":           {imports: []string{"internal/coord", "internal/gateway"}, modules: []string{modPrometheus}},
+	"internal/dashboard":         {imports: []string{"internal/coord", "internal/broker"}},
+	"internal/metrics":           {imports: []string{"internal/coord", "internal/gateway", "internal/broker"}, modules: []string{modPrometheus}},
 	"client":                     {imports: []string{"internal/broker", "internal/discord"}, modules: []string{modNATSClient}},
 	"examples/bot":               {imports: []string{"client"}},
 }

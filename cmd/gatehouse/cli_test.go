@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -26,31 +25,12 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	srv := httptest.NewServer(co.Handler())
 	defer srv.Close()
-	beat := func(body string) map[string]any {
-		req, _ := http.NewRequest("POST", srv.URL+"/v1/nodes/node-a/heartbeat", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer nod")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var o map[string]any
-		json.NewDecoder(resp.Body).Decode(&o)
-		return o
-	}
-	o := beat(`{"shards":[]}`)
-	var held, reports []string
-	for _, a := range o["assign"].([]any) {
-		h := a.(map[string]any)
-		shard := int(h["shard"].(float64))
-		held = append(held, fmt.Sprintf(`{"shard":%d,"token":%d}`, shard, uint64(h["token"].(float64))))
-		state := "ready"
+	held := takeAllShards(t, srv.URL, "node-a", "nod", func(shard int) string {
 		if shard == 3 {
-			state = "offline"
+			return `"state":"offline","guilds":900`
 		}
-		reports = append(reports, fmt.Sprintf(`{"shard":%d,"state":%q,"guilds":900}`, shard, state))
-	}
-	beat(`{"shards":[` + strings.Join(held, ",") + `],"reports":[` + strings.Join(reports, ",") + `]}`)
+		return `"state":"ready","guilds":900`
+	})
 
 	cli := func(args ...string) (string, error) {
 		var out, errOut bytes.Buffer
@@ -91,7 +71,7 @@ func TestOperatorCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "drain node-a: done") {
 		t.Errorf("drain: %v\n%s", err, out)
 	}
-	if o := beat(`{"shards":[` + strings.Join(held, ",") + `]}`); len(o["revoke"].([]any)) != 0 {
+	if o := nodeBeat(t, srv.URL, "node-a", "nod", `{"shards":`+held+`}`); len(o["revoke"].([]any)) != 0 {
 		// With no other node the drained node keeps its shards.
 		t.Errorf("drained node alone was told to stop shards: %v", o["revoke"])
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
 	"github.com/gatehouse-dev/gatehouse/internal/dashboard"
@@ -103,7 +104,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	} else if cfg.ShardCount == 0 {
 		return usageError{"coordinator: -shard-count auto needs the bot token; pass a number, or -token"}
 	}
-	var broker *natsbroker.Broker
+	var kv *natsbroker.Broker // with -nats: state, dashboard history, consumer lag
 	if *natsURL != "" {
 		bcfg := natsbroker.Config{Name: "gatehouse-coordinator", Logger: log}
 		if *natsURL == "embedded" {
@@ -120,7 +121,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		defer b.Close()
 		cfg.State = b
-		broker = b
+		kv = b
 		if *natsURL == "embedded" {
 			fmt.Fprintf(stdout, "gatehouse coordinator: NATS at %s\n", b.ClientURL())
 		}
@@ -135,12 +136,12 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	dcfg := dashboard.Config{Coordinator: c, Logger: log.With("part", "dashboard")}
-	var lag func(context.Context) ([]metrics.ConsumerLag, error)
-	if broker != nil {
-		dcfg.Consumers = consumerLag(broker)
-		dcfg.LoadHistory = func(ctx context.Context) ([]byte, error) { return broker.LoadBlob(ctx, "dashboard-history") }
-		dcfg.SaveHistory = func(ctx context.Context, data []byte) error { return broker.SaveBlob(ctx, "dashboard-history", data) }
-		lag = metricsLag(broker)
+	var lag func(context.Context) ([]broker.ConsumerLag, error)
+	if kv != nil {
+		dcfg.Consumers = kv.Consumers
+		dcfg.LoadHistory = func(ctx context.Context) ([]byte, error) { return kv.LoadBlob(ctx, "dashboard-history") }
+		dcfg.SaveHistory = func(ctx context.Context, data []byte) error { return kv.SaveBlob(ctx, "dashboard-history", data) }
+		lag = kv.Consumers
 	}
 	dash, err := dashboard.New(dcfg)
 	if err != nil {

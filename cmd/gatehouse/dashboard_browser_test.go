@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -107,36 +106,13 @@ func startDemo(t *testing.T, args ...string) demoProc {
 // resumes, the admin view behind the token, and no token on the public
 // page. It leaves screenshots in artifactDir.
 func TestDashboardBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a browser")
-	}
-	exe := chromium()
-	if exe == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("no chromium in CI: .ci/run installs it")
-		}
-		t.Skip("no chromium installed (apt install chromium)")
-	}
 	const shards = 6
 	d := startDemo(t, "-guilds", strconv.Itoa(shards*1000), "-max-concurrency", "2", "-identify-interval", "200ms",
 		"-rate", "20", "-lease-ttl", "3s", "-report-every", "10s")
-	defer d.stop()
+	t.Cleanup(d.stop) // after the browser's cleanup: its streams end first
+	ctx := newBrowser(t, 1280, 900, 90*time.Second)
 	dir := artifactDir(t)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 900))
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
-	defer cancel()
-
-	// Start the browser on ctx itself: a browser started under a step's
-	// shorter context would close with it.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting %s: %v", exe, err)
-	}
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -163,14 +139,7 @@ func TestDashboardBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	count := func(sel string) int {
-		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	count := func(sel string) int { return countSel(t, ctx, sel) }
 	waitFor := func(what string, limit time.Duration, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(limit)
@@ -258,16 +227,6 @@ func TestDashboardBrowser(t *testing.T) {
 // and keeps answering. It logs how long the page took; the figure is a
 // measurement, not a pass mark.
 func TestDashboardScale(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a browser")
-	}
-	exe := chromium()
-	if exe == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("no chromium in CI: .ci/run installs it")
-		}
-		t.Skip("no chromium installed (apt install chromium)")
-	}
 	const shards = 5000
 	co, err := coord.New(coord.Config{Tokens: coord.Tokens{Admin: "adm", Node: "nod"}, ShardCount: shards, MaxConcurrency: 16,
 		IdentifyMargin: -1, SessionStarts: -1, Logger: slog.New(slog.DiscardHandler)})
@@ -281,28 +240,12 @@ func TestDashboardScale(t *testing.T) {
 	dctx, dcancel := context.WithCancel(context.Background())
 	ddone := make(chan struct{})
 	go func() { dash.Run(dctx); close(ddone) }()
-	defer func() { dcancel(); <-ddone }()
+	t.Cleanup(func() { dcancel(); <-ddone })
 	srv := httptest.NewServer(dash.Handler(co.Handler()))
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after the browser's cleanup: its stream ends first
+	ctx := newBrowser(t, 1920, 1080, 120*time.Second)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1920, 1080))
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	ctx, cancel := context.WithTimeout(bctx, 120*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatal(err)
-	}
-	count := func(sel string) int {
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	count := func(sel string) int { return countSel(t, ctx, sel) }
 	waitFor := func(what string, cond func() bool) time.Duration {
 		start := time.Now()
 		for !cond() {
@@ -321,31 +264,10 @@ func TestDashboardScale(t *testing.T) {
 	loaded := time.Since(start)
 
 	// A node takes every shard; it reports them ready in one heartbeat.
-	post := func(body string) map[string]any {
-		req, _ := http.NewRequest("POST", srv.URL+"/v1/nodes/big/heartbeat", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer nod")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var o map[string]any
-		json.NewDecoder(resp.Body).Decode(&o)
-		return o
+	held := takeAllShards(t, srv.URL, "big", "nod", func(int) string { return `"state":"ready","guilds":2000,"latency_ms":41` })
+	if n := strings.Count(held, `"shard"`); n != shards {
+		t.Fatalf("assigned %d shards, want %d", n, shards)
 	}
-	o := post(`{"shards":[]}`)
-	held := make([]string, 0, shards)
-	reports := make([]string, 0, shards)
-	for _, a := range o["assign"].([]any) {
-		h := a.(map[string]any)
-		held = append(held, fmt.Sprintf(`{"shard":%d,"token":%d}`, int(h["shard"].(float64)), uint64(h["token"].(float64))))
-		reports = append(reports, fmt.Sprintf(`{"shard":%d,"state":"ready","guilds":2000,"latency_ms":41}`, int(h["shard"].(float64))))
-	}
-	if len(held) != shards {
-		t.Fatalf("assigned %d shards, want %d", len(held), shards)
-	}
-	start = time.Now()
-	post(`{"shards":[` + strings.Join(held, ",") + `],"reports":[` + strings.Join(reports, ",") + `]}`)
 	allGreen := waitFor("5,000 green cells", func() bool { return count(".cell.ok") == shards })
 	// The page still answers at once.
 	start2 := time.Now()

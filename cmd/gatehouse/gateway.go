@@ -332,15 +332,12 @@ func shardReports(sts []gateway.ShardStatus) []coordclient.ShardReport {
 	out := make([]coordclient.ShardReport, len(sts))
 	for i, st := range sts {
 		r := coordclient.ShardReport{
-			Shard: st.Shard, State: st.State, LatencyMS: float64(st.Latency) / float64(time.Millisecond), Events: st.Events,
+			Shard: st.Shard, State: st.Condition(), LatencyMS: float64(st.Latency) / float64(time.Millisecond), Events: st.Events,
 			Identifies: st.Counters.Identifies, Resumes: st.Counters.Resumes, Reconnects: st.Counters.Reconnects,
 			Zombies: st.Counters.Zombies, ReadyAt: st.ReadyAt, Error: st.Error,
 		}
 		if st.GuildsKnown {
 			r.Guilds = &st.Guilds
-		}
-		if st.Offline {
-			r.State = "offline" // down, not just reconnecting: red on the dashboard
 		}
 		out[i] = r
 	}

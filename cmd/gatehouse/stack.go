@@ -86,7 +86,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	// its history and the coordinator its state through it.
 	var bg sync.WaitGroup
 	defer func() { cancel(); bg.Wait() }()
-	dash, err := dashboard.New(dashboard.Config{Coordinator: co, Consumers: consumerLag(b),
+	dash, err := dashboard.New(dashboard.Config{Coordinator: co, Consumers: b.Consumers,
 		LoadHistory: func(ctx context.Context) ([]byte, error) { return b.LoadBlob(ctx, "dashboard-history") },
 		SaveHistory: func(ctx context.Context, data []byte) error { return b.SaveBlob(ctx, "dashboard-history", data) },
 		Logger:      sc.log.With("part", "dashboard")})
@@ -97,11 +97,27 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: -listen: %w", sc.name, err)
 	}
-	var node *gateway.Node
-	// The node's collector reads it at scrape time; it exists before the
-	// first scrape can come (the listener serves only once node is set).
-	nodeMetrics := &lateCollector{}
-	mh := metricsHandler(metrics.Coordinator(co, metricsLag(b)), nodeMetrics)
+	defer coLn.Close() // for the returns before Serve owns it
+	// The node runs the shards the coordinator leases it, over loopback,
+	// like a node of a multi-process deployment: its reports fill the
+	// dashboard and its publishing is fenced by the leases.
+	cc, err := coordclient.New(coordclient.Config{URL: "http://" + coLn.Addr().String(), Token: sc.tokens.Admin, Logger: sc.log.With("part", "agent")})
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	var node *gateway.Node // the agent's reports read it once it runs
+	agent, err := cc.NewAgent(coordclient.AgentConfig{NodeID: sc.name, Report: func() []coordclient.ShardReport { return shardReports(node.Status()) }})
+	if err != nil {
+		return err
+	}
+	node, err = gateway.New(gateway.Config{API: sc.api, Token: sc.botToken, ShardCount: count, Shards: []int{}, Publisher: b, Store: b,
+		Gate: co.Gate(), Leases: agent, IdentifyInterval: sc.identifyInterval, Compression: sc.compression, NoCompression: sc.noCompression, Intents: sc.intents,
+		NodeID: sc.name, Logger: sc.log.With("part", "gateway")})
+	if err != nil {
+		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
+	}
+	mh := metricsHandler(metrics.Coordinator(co, b.Consumers), metrics.Node(node))
 	httpSrv := &http.Server{Handler: withMetrics(dash.Handler(co.Handler()), mh, co), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return runCtx }, ErrorLog: slog.NewLogLogger(sc.log.Handler(), slog.LevelDebug)}
 	bg.Go(func() { co.Run(runCtx) })
@@ -117,25 +133,6 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 		httpSrv.Shutdown(sctx)
 	}()
 
-	// The node runs the shards the coordinator leases it, over loopback,
-	// like a node of a multi-process deployment: its reports fill the
-	// dashboard and its publishing is fenced by the leases.
-	cc, err := coordclient.New(coordclient.Config{URL: "http://" + coLn.Addr().String(), Token: sc.tokens.Admin, Logger: sc.log.With("part", "agent")})
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	agent, err := cc.NewAgent(coordclient.AgentConfig{NodeID: sc.name, Report: func() []coordclient.ShardReport { return shardReports(node.Status()) }})
-	if err != nil {
-		return err
-	}
-	node, err = gateway.New(gateway.Config{API: sc.api, Token: sc.botToken, ShardCount: count, Shards: []int{}, Publisher: b, Store: b,
-		Gate: co.Gate(), Leases: agent, IdentifyInterval: sc.identifyInterval, Compression: sc.compression, NoCompression: sc.noCompression, Intents: sc.intents,
-		NodeID: sc.name, Logger: sc.log.With("part", "gateway")})
-	if err != nil {
-		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
-	}
-	nodeMetrics.set(metrics.Node(node))
 	fmt.Fprintf(stdout, "gatehouse %s: dashboard at http://%s/ (admin view at /admin), API described at /openapi.json\n", sc.name, coLn.Addr())
 	fmt.Fprintf(stdout, "gatehouse %s: NATS at %s; watch the events with: gatehouse tail -nats %s -count\n", sc.name, b.ClientURL(), b.ClientURL())
 	rounds := (count + mc - 1) / mc
@@ -211,20 +208,5 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 			}
 			fmt.Fprintln(stdout, line)
 		}
-	}
-}
-
-// consumerLag reads the event stream's consumers for the dashboard.
-func consumerLag(b *natsbroker.Broker) func(ctx context.Context) ([]dashboard.ConsumerLag, error) {
-	return func(ctx context.Context) ([]dashboard.ConsumerLag, error) {
-		ls, err := b.Consumers(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]dashboard.ConsumerLag, len(ls))
-		for i, l := range ls {
-			out[i] = dashboard.ConsumerLag{Name: l.Name, Pending: l.Pending, AckPending: l.AckPending}
-		}
-		return out, nil
 	}
 }

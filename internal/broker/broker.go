@@ -130,6 +130,16 @@ type Store interface {
 	LastBatch(ctx context.Context, shard int) (LastBatch, error)
 }
 
+// ConsumerLag is one durable consumer of the event stream and how far
+// behind it is.
+type ConsumerLag struct {
+	Name string `json:"name"`
+	// Pending is how many messages (batches) it has not been sent yet;
+	// AckPending how many it was sent and has not acknowledged.
+	Pending    uint64 `json:"pending"`
+	AckPending int    `json:"ack_pending"`
+}
+
 // Subjects builds subject names for one prefix.
 type Subjects struct {
 	Prefix string // DefaultPrefix when empty

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
 )
 
@@ -19,7 +20,7 @@ type Config struct {
 	Coordinator *coord.Coordinator
 	// Consumers lists the event stream's durable consumers with their lag;
 	// nil when there is no stream to look at.
-	Consumers func(ctx context.Context) ([]ConsumerLag, error)
+	Consumers func(ctx context.Context) ([]broker.ConsumerLag, error)
 	// LoadHistory and SaveHistory keep the history across restarts (the
 	// coordinator's KV bucket); nil keeps it in memory only.
 	LoadHistory func(ctx context.Context) ([]byte, error)
@@ -45,7 +46,7 @@ type Dashboard struct {
 	fleetJSON []byte
 	hist      History
 	subs      map[*subscriber]struct{}
-	consumers []ConsumerLag
+	consumers []broker.ConsumerLag
 }
 
 // subscriber is one connected page.
@@ -287,5 +288,3 @@ func frame(event string, v any) []byte {
 	b.WriteString("\n\n")
 	return b.Bytes()
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
 )
 
@@ -42,7 +43,7 @@ func TestBuildDiffPublic(t *testing.T) {
 			{Shard: 1, State: "unassigned"},
 		}},
 		Status:    coord.Status{Nodes: []coord.NodeInfo{{ID: "n1"}}, Glance: []coord.GlanceShard{{Cluster: "c2", ID: 0, StateName: "unhealthy"}}},
-		Consumers: []ConsumerLag{{Name: "bot", Pending: 7}},
+		Consumers: []broker.ConsumerLag{{Name: "bot", Pending: 7}},
 		Now:       time.Unix(100, 0),
 	}
 	v := Build(in)

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"embed"
+	"encoding/json"
 	"io/fs"
 	"net/http"
 	"strconv"
@@ -162,7 +163,7 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request, admin bool) {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache")
-	data, err := jsonMarshal(v)
+	data, err := json.Marshal(v)
 	if err != nil {
 		http.Error(w, `{"error":"internal error","code":"internal"}`, http.StatusInternalServerError)
 		return

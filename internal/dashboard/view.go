@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
 )
 
@@ -55,8 +56,8 @@ type Fleet struct {
 	Planner   *coord.PlannerState `json:"planner,omitempty"`
 	// Consumers is each durable consumer's lag (admin view); Lag is the
 	// largest pending count, for the public page.
-	Consumers []ConsumerLag `json:"consumers,omitempty"`
-	MaxLag    uint64        `json:"max_lag"`
+	Consumers []broker.ConsumerLag `json:"consumers,omitempty"`
+	MaxLag    uint64               `json:"max_lag"`
 	// Classes counts the cells by class.
 	Classes      map[string]int `json:"classes"`
 	EventsPerSec float64        `json:"events_per_sec"`
@@ -75,19 +76,12 @@ type Reshard struct {
 	ETA   time.Time `json:"eta"`
 }
 
-// ConsumerLag is a durable consumer of the event stream and its lag.
-type ConsumerLag struct {
-	Name       string `json:"name"`
-	Pending    uint64 `json:"pending"`
-	AckPending int    `json:"ack_pending"`
-}
-
 // Input is what a view is computed from.
 type Input struct {
 	Shards    coord.ShardList
 	Status    coord.Status
 	Planner   *coord.PlannerState
-	Consumers []ConsumerLag
+	Consumers []broker.ConsumerLag
 	Now       time.Time
 }
 

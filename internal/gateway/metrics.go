@@ -106,11 +106,7 @@ func (n *Node) Metrics() Metrics {
 		m.Resumes += st.Counters.Resumes
 		m.Reconnects += st.Counters.Reconnects
 		m.Zombies += st.Counters.Zombies
-		state := st.State
-		if st.Offline {
-			state = "offline"
-		}
-		m.States[state]++
+		m.States[st.Condition()]++
 		m.Latency[r.id] = r.latency.Snapshot()
 	}
 	return m

@@ -670,6 +670,15 @@ type ShardStatus struct {
 	ReadyAt      time.Time `json:"ready_at"`      // the last READY or RESUMED
 }
 
+// Condition is the state to show for the shard: "offline" when it is
+// Offline, else State.
+func (s ShardStatus) Condition() string {
+	if s.Offline {
+		return "offline"
+	}
+	return s.State
+}
+
 // Status returns every shard's status, in start order.
 func (n *Node) Status() []ShardStatus {
 	rs := n.runners()

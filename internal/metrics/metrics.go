@@ -13,16 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
 )
-
-// ConsumerLag is a durable consumer of the event stream and its lag.
-type ConsumerLag struct {
-	Name       string
-	Pending    uint64
-	AckPending int
-}
 
 // Node returns a collector of node's metrics.
 func Node(node *gateway.Node) prometheus.Collector {
@@ -88,7 +82,7 @@ func histogram(d *prometheus.Desc, h gateway.HistogramSnapshot, labels ...string
 // Coordinator returns a collector of the coordinator's metrics; consumers,
 // when set, lists the event stream's consumers with their lag (it is
 // given a second per scrape).
-func Coordinator(co *coord.Coordinator, consumers func(ctx context.Context) ([]ConsumerLag, error)) prometheus.Collector {
+func Coordinator(co *coord.Coordinator, consumers func(ctx context.Context) ([]broker.ConsumerLag, error)) prometheus.Collector {
 	d := func(name, help string, vars ...string) *prometheus.Desc {
 		return prometheus.NewDesc("gatehouse_"+name, help, vars, nil)
 	}
@@ -107,7 +101,7 @@ func Coordinator(co *coord.Coordinator, consumers func(ctx context.Context) ([]C
 
 type coordCollector struct {
 	co                                                                       *coord.Coordinator
-	consumers                                                                func(ctx context.Context) ([]ConsumerLag, error)
+	consumers                                                                func(ctx context.Context) ([]broker.ConsumerLag, error)
 	budget, queue, nodes, shards, count, target, guilds, pending, ackPending *prometheus.Desc
 }
 

@@ -315,29 +315,19 @@ func (b *Broker) LoadBlob(ctx context.Context, key string) ([]byte, error) {
 	return ent.Value(), nil
 }
 
-// ConsumerLag is one durable consumer of the event stream and how far
-// behind it is.
-type ConsumerLag struct {
-	Name string `json:"name"`
-	// Pending is how many messages (batches) it has not been sent yet;
-	// AckPending how many it was sent and has not acknowledged.
-	Pending    uint64 `json:"pending"`
-	AckPending int    `json:"ack_pending"`
-}
-
 // Consumers lists the event stream's consumers with their lag, by name.
-func (b *Broker) Consumers(ctx context.Context) ([]ConsumerLag, error) {
+func (b *Broker) Consumers(ctx context.Context) ([]broker.ConsumerLag, error) {
 	if b.isClosed() {
 		return nil, broker.ErrClosed
 	}
-	var out []ConsumerLag
+	var out []broker.ConsumerLag
 	lister := b.stream.ListConsumers(ctx)
 	for info := range lister.Info() {
-		out = append(out, ConsumerLag{Name: info.Name, Pending: info.NumPending, AckPending: info.NumAckPending})
+		out = append(out, broker.ConsumerLag{Name: info.Name, Pending: info.NumPending, AckPending: info.NumAckPending})
 	}
 	if err := lister.Err(); err != nil {
 		return nil, fmt.Errorf("natsbroker: list consumers: %w", err)
 	}
-	slices.SortFunc(out, func(x, y ConsumerLag) int { return strings.Compare(x.Name, y.Name) })
+	slices.SortFunc(out, func(x, y broker.ConsumerLag) int { return strings.Compare(x.Name, y.Name) })
 	return out, nil
 }
