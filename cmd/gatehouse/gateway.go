@@ -60,6 +60,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		coordTok   = fs.String("coordinator-token", "", "the coordinator's node `token` (default $GATEHOUSE_NODE_TOKEN)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		shutdown   = fs.Duration("shutdown-timeout", 30*time.Second, "graceful shutdown budget: close with a resumable code, publish what was read, save state")
+		silence    = fs.Duration("silence-after", 30*time.Second, "cycle a shard by RESUME when an event type that flowed on it is absent this long and for as many events as -silence-events at its usual rate (negative: off)")
+		silenceN   = fs.Int("silence-events", 100, "events of a type a silence must have missed, at the shard's own rate of that type, to count")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -72,6 +74,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg := gateway.Config{
 		API: *api, Token: *token, Partitions: *partitions, BatchLinger: *linger, MaxBatchBytes: *batchBytes,
 		IdentifyMargin: *margin, IdentifyInterval: *interval, BatchCompression: gateway.BatchCompression(*batchComp), NodeID: *nodeID, ShutdownTimeout: *shutdown, Logger: log,
+		SilenceAfter: *silence, SilenceEvents: *silenceN,
 		Subjects: broker.Subjects{Prefix: *prefix}, IdleAfter: *idleAfter,
 	}
 	if cfg.Token = botToken(cfg.Token); cfg.Token == "" {

@@ -164,6 +164,9 @@ type Machine struct {
 // Counters counts what happened to a shard, for metrics.
 type Counters struct {
 	Connects, Identifies, Resumes, Reconnects, InvalidSessions, Zombies, Heartbeats, Acks int64
+	// Silences counts the times the shard was cycled because an event
+	// type went silent (Cycle).
+	Silences int64
 }
 
 // NewMachine returns a machine in StateIdle. cfg.GatewayURL is required.
@@ -351,6 +354,18 @@ func (m *Machine) closeAndRetry(identify bool, delay time.Duration, dst []Action
 	m.afterClose.identify = identify
 	m.afterClose.delay = delay
 	return m.close(CloseZombie, dst)
+}
+
+// Cycle closes a ready connection with a resumable code and RESUMEs at
+// once: for a session that looks broken on Discord's side although its
+// heartbeats are answered (a silent shard). It does nothing in any other
+// state.
+func (m *Machine) Cycle(now time.Time, dst []Action) []Action {
+	if m.state != StateReady || !m.connected || m.closing {
+		return dst
+	}
+	m.counters.Silences++
+	return m.closeAndRetry(false, 0, dst)
 }
 
 // IdentifyGranted reports that the identify gate gave this shard a slot.

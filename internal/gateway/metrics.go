@@ -77,6 +77,8 @@ type Metrics struct {
 	// Identifies and Resumes count the sessions the node's shards started
 	// and resumed, shards it no longer runs included.
 	Identifies, Resumes, Reconnects, Zombies int64
+	// Silences counts shards cycled because an event type went silent.
+	Silences int64
 	// Publish is the time from handing a batch to the broker to its
 	// acknowledgement.
 	Publish HistogramSnapshot
@@ -100,12 +102,14 @@ func (n *Node) Metrics() Metrics {
 	retired := n.retired
 	n.mu.Unlock()
 	m.Identifies, m.Resumes, m.Reconnects, m.Zombies = retired.Identifies, retired.Resumes, retired.Reconnects, retired.Zombies
+	m.Silences = retired.Silences
 	for _, r := range n.runners() {
 		st := r.status()
 		m.Identifies += st.Counters.Identifies
 		m.Resumes += st.Counters.Resumes
 		m.Reconnects += st.Counters.Reconnects
 		m.Zombies += st.Counters.Zombies
+		m.Silences += st.Counters.Silences
 		m.States[st.Condition()]++
 		m.Latency[r.id] = r.latency.Snapshot()
 	}

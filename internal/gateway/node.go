@@ -137,6 +137,14 @@ type Config struct {
 	// exact sequence from the newest batch in the stream; the saved one is
 	// the fallback when that batch is gone.
 	SeqPersistInterval time.Duration
+	// SilenceAfter is the shortest absence of an event type, on a shard
+	// where it has been flowing, that makes the shard silent: it is then
+	// cycled by RESUME. The absence must also be worth SilenceEvents events
+	// at the type's usual rate. Default 30s; negative turns detection off.
+	SilenceAfter time.Duration
+	// SilenceEvents is how many events of a type a silence must have
+	// missed, at the type's own rate, to count. Default 100.
+	SilenceEvents int
 	// ShutdownTimeout bounds the graceful part of a shutdown (closing
 	// connections, publishing what was read, saving state). Default 30s.
 	ShutdownTimeout time.Duration
@@ -199,6 +207,10 @@ func (c *Config) defaults() error {
 	def(&c.IdleAfter, 2*time.Second)
 	def(&c.PersistInterval, time.Second)
 	def(&c.SeqPersistInterval, 30*time.Second)
+	def(&c.SilenceAfter, 30*time.Second)
+	if c.SilenceEvents <= 0 {
+		c.SilenceEvents = 100
+	}
 	def(&c.ShutdownTimeout, 30*time.Second)
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = 64 << 10
@@ -527,6 +539,7 @@ func (n *Node) Remove(ctx context.Context, shard int) error {
 	n.retired.Resumes += c.Resumes
 	n.retired.Reconnects += c.Reconnects
 	n.retired.Zombies += c.Zombies
+	n.retired.Silences += c.Silences
 	n.mu.Unlock()
 	if err := n.save(ctx, r, time.Now(), true); err != nil {
 		return fmt.Errorf("gateway: saving shard %d's session: %w", shard, err)
@@ -582,6 +595,9 @@ func (n *Node) runners() []*shardRunner {
 func (n *Node) persist(ctx context.Context, force bool) {
 	now := time.Now()
 	for _, r := range n.runners() {
+		if !force && n.cfg.SilenceAfter > 0 {
+			r.checkSilence(now)
+		}
 		err := n.save(ctx, r, now, force)
 		switch {
 		case errors.Is(err, ErrFenced):

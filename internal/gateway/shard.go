@@ -45,6 +45,7 @@ type shardRunner struct {
 	pubSeq     int64
 	saved      broker.SessionState // the last state stored, zero before
 	savedAt    time.Time
+	silence    *silenceWatch // nil when detection is off
 
 	events atomic.Int64  // dispatches read
 	done   chan struct{} // closed when run returns
@@ -60,6 +61,9 @@ func newShardRunner(n *Node, id, numShards int, resume Session, guilds int, pend
 	r.m = NewMachine(mc, resume)
 	if resume.ID != "" {
 		r.pubSession, r.pubSeq = resume.ID, resume.Seq
+	}
+	if n.cfg.SilenceAfter > 0 {
+		r.silence = newSilenceWatch(n.cfg.SilenceAfter, float64(n.cfg.SilenceEvents))
 	}
 	r.timer = time.AfterFunc(time.Hour, r.onTimer)
 	r.timer.Stop()
@@ -193,12 +197,49 @@ func (r *shardRunner) onPublished(c *broker.Batch, err error) {
 		if c.Session != r.pubSession || c.LastSeq > r.pubSeq {
 			r.pubSession, r.pubSeq = c.Session, c.LastSeq
 		}
+		if r.silence != nil {
+			r.silence.observe(subjectType(c.Subject), c.Count)
+		}
 		r.pubMu.Unlock()
 		r.n.metrics.published.Add(int64(c.Count))
 	}
 	r.n.release(c)
 	r.n.inflight.Done()
 	r.batch.pending.Done()
+}
+
+// subjectType returns an event subject's last token, the event type.
+func subjectType(subject string) string {
+	for i := len(subject) - 1; i >= 0; i-- {
+		if subject[i] == '.' {
+			return subject[i+1:]
+		}
+	}
+	return subject
+}
+
+// checkSilence folds the published counts into the shard's baseline and
+// cycles the shard by RESUME when an event type has gone silent.
+func (r *shardRunner) checkSilence(now time.Time) {
+	r.mu.Lock()
+	ready := r.m.State() == StateReady
+	r.mu.Unlock()
+	r.pubMu.Lock()
+	if !ready {
+		r.silence.reset() // a baseline spans one healthy session
+		r.silence.check(now)
+		r.pubMu.Unlock()
+		return
+	}
+	t, missed := r.silence.check(now)
+	if t != "" {
+		r.silence.reset()
+	}
+	r.pubMu.Unlock()
+	if t != "" {
+		r.n.log.Warn("silent shard: cycling it by RESUME", "shard", r.id, "event_type", t, "events_missed", int(missed))
+		r.step(r.m.Cycle)
+	}
 }
 
 // run is the shard's goroutine: dial, read until the connection ends,

@@ -30,6 +30,7 @@ func Node(node *gateway.Node) prometheus.Collector {
 		sessions:   d("sessions_total", "Sessions the node's shards started (identify) or resumed (resume).", "kind"),
 		reconnects: d("reconnects_total", "Connections the node's shards lost and made again."),
 		zombies:    d("zombies_total", "Connections closed because a heartbeat got no ACK."),
+		silences:   d("silent_cycles_total", "Shards cycled by RESUME because an event type went silent while heartbeats were answered."),
 		publish:    d("publish_latency_seconds", "Time from handing a batch to the broker to its acknowledgement."),
 		latency:    d("shard_latency_seconds", "Gateway heartbeat round trip, by shard.", "shard"),
 		shards:     d("shards", "The node's shards by state (offline: lost its connection and failed to get it back).", "state"),
@@ -37,12 +38,12 @@ func Node(node *gateway.Node) prometheus.Collector {
 }
 
 type nodeCollector struct {
-	n                                                                     *gateway.Node
-	events, read, sessions, reconnects, zombies, publish, latency, shards *prometheus.Desc
+	n                                                                               *gateway.Node
+	events, read, sessions, reconnects, zombies, silences, publish, latency, shards *prometheus.Desc
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.events, c.read, c.sessions, c.reconnects, c.zombies, c.publish, c.latency, c.shards} {
+	for _, d := range []*prometheus.Desc{c.events, c.read, c.sessions, c.reconnects, c.zombies, c.silences, c.publish, c.latency, c.shards} {
 		ch <- d
 	}
 }
@@ -57,6 +58,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.CounterValue, float64(m.Resumes), "resume")
 	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(m.Reconnects))
 	ch <- prometheus.MustNewConstMetric(c.zombies, prometheus.CounterValue, float64(m.Zombies))
+	ch <- prometheus.MustNewConstMetric(c.silences, prometheus.CounterValue, float64(m.Silences))
 	ch <- histogram(c.publish, m.Publish)
 	for shard, h := range m.Latency {
 		ch <- histogram(c.latency, h, strconv.Itoa(shard))

@@ -108,6 +108,11 @@ type Config struct {
 	// An unknown name is a config error. Default: the realistic mix of every
 	// type.
 	EventTypes []string
+	// RecordDeliveries makes the server remember which sim_event_ids it
+	// sequenced to at least one session (Delivered), so a test can tell an
+	// event a client lost from one no session was due (an event of an
+	// intent nobody has, or a silenced type). One bit per event.
+	RecordDeliveries bool
 	// EventTick is the generator's period: events are made and handed to the
 	// connections in batches this often. Default 20ms.
 	EventTick time.Duration

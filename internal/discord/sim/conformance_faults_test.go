@@ -282,6 +282,50 @@ func TestFaultSilence(t *testing.T) {
 	loud.waitDispatch("MESSAGE_CREATE")
 }
 
+// TestFaultSilenceUntilResume: a silence with until_resume covers the
+// connection open when it was applied; after a RESUME the type flows again.
+// With RecordDeliveries, the server's delivered set holds every event id a
+// client received and none of the silenced ones.
+func TestFaultSilenceUntilResume(t *testing.T) {
+	t.Parallel()
+	cfg := baseConfig()
+	cfg.EventRate = 300
+	cfg.RecordDeliveries = true
+	cfg.EventTypes = []string{"MESSAGE_CREATE", "TYPING_START"}
+	s := startSim(t, cfg)
+	ss := s.start(t, startOpts{})
+	s.applyFault(t, sim.Fault{Kind: "silence", EventType: "MESSAGE_CREATE", UntilResume: true})
+	ss.roundTrip() // frames queued before the fault
+	events, _ := ss.collectEvents(100)
+	for _, ev := range events {
+		if ev.f.T == "MESSAGE_CREATE" {
+			t.Fatalf("silenced connection got MESSAGE_CREATE")
+		}
+	}
+	before := s.srv.Stats().EventIDs
+	rc := expectResumable(t, ss)
+	ev, _ := rc.waitDispatch("MESSAGE_CREATE")
+	got, _ := eventOf(t, ev)
+	if got.id <= before {
+		t.Errorf("first MESSAGE_CREATE after RESUME has id %d, want one generated after the silence (> %d)", got.id, before)
+	}
+	delivered := s.srv.Delivered()
+	for _, e := range append(events, got) {
+		if !delivered.Has(uint64(e.id)) {
+			t.Errorf("event %d reached the client but is not in Delivered()", e.id)
+		}
+	}
+	missing := 0
+	for id := uint64(1); id <= uint64(before); id++ {
+		if !delivered.Has(id) {
+			missing++
+		}
+	}
+	if missing == 0 {
+		t.Errorf("every id up to %d is in Delivered(), want the silenced MESSAGE_CREATEs missing", before)
+	}
+}
+
 // TestFaultLatency: every outbound frame is delayed; through ApplyFault and
 // through HTTP with the delay as a number of milliseconds.
 func TestFaultLatency(t *testing.T) {

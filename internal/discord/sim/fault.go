@@ -50,6 +50,10 @@ type Fault struct {
 	Delay     Duration `json:"delay,omitempty"`      // delay_acks, latency: the delay; reconnect: close this long after op 7 (0 = leave open)
 	EventType string   `json:"event_type,omitempty"` // silence: the dispatch type not to send
 	Guilds    int      `json:"guilds,omitempty"`     // guild_outage: guilds per shard; default 1
+	// UntilResume limits a silence to the connections open now: a session
+	// that reconnects (by RESUME or IDENTIFY) gets the type again, as when
+	// Discord's side of one connection breaks.
+	UntilResume bool `json:"until_resume,omitempty"`
 }
 
 // FaultResult says what a fault hit: the connections it applied to (for
@@ -142,6 +146,9 @@ func (f Fault) Validate() error {
 	if f.Guilds < 0 {
 		return badFault("guilds is %d, want >= 0", f.Guilds)
 	}
+	if f.UntilResume && f.Kind != FaultSilence {
+		return badFault("until_resume applies to silence only, not %s", f.Kind)
+	}
 	if f.Code != 0 && !validCloseCode(f.Code) {
 		return badFault("code %d is not a close code a server may send (1000-1003, 1007-1014, 3000-4999)", f.Code)
 	}
@@ -167,6 +174,7 @@ type shardFault struct {
 	eventType string
 	delay     time.Duration
 	until     time.Time // zero: until cleared
+	before    time.Time // silence with until_resume: only connections attached before this
 }
 
 func (f *shardFault) active(now time.Time) bool { return f.until.IsZero() || now.Before(f.until) }
@@ -262,6 +270,9 @@ func (s *Server) silenced(ss *session, t string) bool {
 		f := &fs.items[i]
 		if f.kind != FaultSilence || f.eventType != t || !f.matches(ss.shard, ss.n) {
 			continue
+		}
+		if !f.before.IsZero() && !ss.attachedAt.Before(f.before) {
+			continue // the session reconnected since
 		}
 		if now.IsZero() {
 			now = time.Now()
@@ -450,6 +461,9 @@ func (s *Server) rebuildFaultSetLocked(now time.Time) {
 		case FaultDelayAcks, FaultLatency, FaultSilence, FaultOutage:
 			items = append(items, shardFault{kind: af.f.Kind, shards: af.f.Shards, numShards: af.f.NumShards,
 				eventType: af.f.EventType, delay: time.Duration(af.f.Delay), until: af.until, code: af.f.Code})
+			if af.f.UntilResume {
+				items[len(items)-1].before = af.started
+			}
 		}
 	}
 	clear(s.faults[len(kept):])

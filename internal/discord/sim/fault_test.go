@@ -28,6 +28,8 @@ func TestParseFault(t *testing.T) {
 		{`{"kind":"latency"}`, Fault{}, "positive delay"},
 		{`{"kind":"latency","delay":"soon"}`, Fault{}, "bad duration"},
 		{`{"kind":"silence","event_type":"message create"}`, Fault{}, "event_type"},
+		{`{"kind":"silence","event_type":"MESSAGE_CREATE","until_resume":true}`, Fault{Kind: FaultSilence, EventType: "MESSAGE_CREATE", UntilResume: true}, ""},
+		{`{"kind":"latency","delay":300,"until_resume":true}`, Fault{}, "silence only"},
 		{`{"kind":"drop","shards":[3],"num_shards":2}`, Fault{}, "out of range"},
 		{`{"kind":"drop","shards":[-1]}`, Fault{}, "out of range"},
 		{`{"kind":"zombie","duration":"-1s"}`, Fault{}, "negative"},

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"slices"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
@@ -264,6 +265,15 @@ func (g *genState) clearRoutes() {
 // allow, for guilds it believes available and not silenced.
 func (s *Server) deliver(g *genState) {
 	table := &s.world.table
+	s.ctr.eventIDs.Store(int64(g.nextID))
+	record := s.cfg.RecordDeliveries && len(g.touched) > 0
+	if record {
+		s.deliveredMu.Lock()
+		defer s.deliveredMu.Unlock()
+		if need := int(g.nextID/64) + 1; len(s.delivered) < need {
+			s.delivered = append(s.delivered, make([]uint64, need-len(s.delivered))...)
+		}
+	}
 	for _, ss := range g.touched {
 		n := int64(0)
 		ss.mu.Lock()
@@ -282,6 +292,9 @@ func (s *Server) deliver(g *genState) {
 				}
 				ss.push(e, nil)
 				n++
+				if record {
+					s.delivered[e.id()/64] |= 1 << (e.id() % 64)
+				}
 			}
 			if n > 0 {
 				// Counted before the writer can send them.
@@ -295,4 +308,21 @@ func (s *Server) deliver(g *genState) {
 	}
 	clear(g.touched)
 	g.touched = g.touched[:0]
+}
+
+// DeliveredSet is a set of sim_event_ids (a bitset).
+type DeliveredSet []uint64
+
+// Has reports whether id is in the set.
+func (d DeliveredSet) Has(id uint64) bool {
+	return id/64 < uint64(len(d)) && d[id/64]&(1<<(id%64)) != 0
+}
+
+// Delivered returns the sim_event_ids sequenced so far to at least one
+// session: events a client holding every session was due. Empty unless
+// Config.RecordDeliveries is set.
+func (s *Server) Delivered() DeliveredSet {
+	s.deliveredMu.Lock()
+	defer s.deliveredMu.Unlock()
+	return DeliveredSet(slices.Clone(s.delivered))
 }

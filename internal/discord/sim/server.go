@@ -34,6 +34,11 @@ type Server struct {
 
 	loopWake chan struct{}
 
+	// delivered has bit id set for every sim_event_id sequenced to some
+	// session (Config.RecordDeliveries). The loop goroutine writes it.
+	deliveredMu sync.Mutex
+	delivered   []uint64
+
 	// faultSet is the snapshot of shard-level faults (latency, delay_acks,
 	// silence), read without locks on hot paths.
 	faultSet atomic.Pointer[faultSet]
@@ -330,7 +335,7 @@ func (s *Server) attachLocked(c *conn, ss *session, cursor int64) {
 	c.sess, c.phase = ss, phaseActive
 	c.mu.Unlock()
 	ss.mu.Lock()
-	ss.conn, ss.cursor = c, cursor
+	ss.conn, ss.cursor, ss.attachedAt = c, cursor, time.Now()
 	ss.mu.Unlock()
 	ss.stat.connections.Add(1)
 	delete(s.disconnected, ss)

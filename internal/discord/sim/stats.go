@@ -22,7 +22,9 @@ type Stats struct {
 	// Events counts generated dispatches delivered to sessions (each
 	// delivery to each session once), including those queued for a
 	// disconnected session.
-	Events     int64 `json:"events"`
+	Events int64 `json:"events"`
+	// EventIDs is the last sim_event_id generated: ids run from 1 to it.
+	EventIDs   int64 `json:"event_ids"`
 	Heartbeats int64 `json:"heartbeats"` // heartbeats received
 	Closes     int64 `json:"closes"`     // connections the server closed (close frame or cut)
 	// SessionStartsRemaining and SessionStartsTotal are the session-start
@@ -116,6 +118,7 @@ var ruleNames = [numRules]string{
 type counters struct {
 	connections, connectionsTotal, identifies, identifyViolations atomic.Int64
 	readies, resumes, resumeFailures, events, heartbeats, closes  atomic.Int64
+	eventIDs                                                      atomic.Int64
 	violations                                                    [numRules]atomic.Int64
 }
 
@@ -136,7 +139,7 @@ func (s *Server) Stats() Stats {
 		Connections: c.connections.Load(), ConnectionsTotal: c.connectionsTotal.Load(),
 		Identifies: c.identifies.Load(), IdentifyViolations: c.identifyViolations.Load(),
 		Readies: c.readies.Load(), Resumes: c.resumes.Load(), ResumeFailures: c.resumeFailures.Load(),
-		Events: c.events.Load(), Heartbeats: c.heartbeats.Load(), Closes: c.closes.Load(),
+		Events: c.events.Load(), EventIDs: c.eventIDs.Load(), Heartbeats: c.heartbeats.Load(), Closes: c.closes.Load(),
 		Violations: make(map[string]int64, numRules),
 		Shards:     []ShardStats{},
 	}
