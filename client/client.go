@@ -88,6 +88,16 @@ type Config struct {
 	// ephemeral consumer, deleted when Consume returns: for tools that look
 	// at the live stream, not for bots.
 	Consumer string
+	// Exclusive says this process is the only one reading through
+	// Consumer, as with one durable consumer per worker or per partition.
+	// Consume then starts by giving back what a previous run received and
+	// did not acknowledge (a crashed or killed worker), so it is handled
+	// again at once, in order, instead of after AckWait. Handlers see it
+	// again with the same Event.Key; events acknowledged out of order after
+	// the oldest unacknowledged one come again too. Do not set it when
+	// processes share Consumer: it would hand their batches in progress out
+	// again. Requires Consumer.
+	Exclusive bool
 	// DeliverNew makes a consumer that does not exist yet start with the
 	// events published from now on instead of the oldest event the stream
 	// still holds. An existing durable consumer always resumes where it
@@ -194,6 +204,8 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("AckWait %v is negative", c.AckWait)
 	case c.MaxAckPending < 0:
 		return bad("MaxAckPending %d is negative", c.MaxAckPending)
+	case c.Exclusive && c.Consumer == "":
+		return bad("Exclusive needs a durable Consumer name")
 	case c.RetryDelay < 0:
 		return bad("RetryDelay %v is negative", c.RetryDelay)
 	case c.NumShards < 0:

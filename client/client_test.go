@@ -27,6 +27,7 @@ func TestConnectInvalidConfig(t *testing.T) {
 		"negative partitions":          {URL: "nats://x", Partitions: -2},
 		"partition out of range":       {URL: "nats://x", Partitions: 4, Partition: 4},
 		"partition without partitions": {URL: "nats://x", Partition: 1},
+		"exclusive without consumer":   {URL: "nats://x", Exclusive: true},
 		"negative gateway partitions":  {URL: "nats://x", Partitions: 2, GatewayPartitions: -1},
 		"negative ack wait":            {URL: "nats://x", AckWait: -time.Second},
 		"negative max ack pending":     {URL: "nats://x", MaxAckPending: -1},

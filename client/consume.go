@@ -200,7 +200,8 @@ func (c *Client) consumer(ctx context.Context, filters []string) (jetstream.Cons
 	}
 	// Where to start is decided once, when the durable consumer is created;
 	// the server refuses to change it later.
-	if old, err := stream.Consumer(ctx, c.cfg.Consumer); err == nil {
+	old, err := stream.Consumer(ctx, c.cfg.Consumer)
+	if err == nil {
 		oc := old.CachedInfo().Config
 		cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = oc.DeliverPolicy, oc.OptStartSeq, oc.OptStartTime
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -209,6 +210,18 @@ func (c *Client) consumer(ctx context.Context, filters []string) (jetstream.Cons
 	cons, err := stream.CreateOrUpdateConsumer(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("client: creating consumer %s: %w", c.cfg.Consumer, err)
+	}
+	if c.cfg.Exclusive && old != nil {
+		if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
+			// A previous run died holding these: deliver again from the
+			// oldest unacknowledged batch now rather than after AckWait.
+			r, err := stream.ResetConsumer(ctx, c.cfg.Consumer)
+			if err != nil {
+				return nil, fmt.Errorf("client: resetting consumer %s to its acknowledgement floor: %w", c.cfg.Consumer, err)
+			}
+			c.log.Info("exclusive consumer: redelivering what the previous run did not acknowledge",
+				"consumer", c.cfg.Consumer, "from_stream_seq", r.ResetSeq, "pending", info.NumAckPending)
+		}
 	}
 	return cons, nil
 }

@@ -749,3 +749,82 @@ func BenchmarkConsume(b *testing.B) {
 	cs.stop(b)
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "events/s")
 }
+
+// TestConsumeExclusiveAfterCrash: a worker dies holding batches it never
+// acknowledged nor gave back (its connection just ends, as with kill -9).
+// Restarted with Exclusive, it gets them at once, not after the minute of
+// AckWait, and every event arrives at least once, with its key.
+func TestConsumeExclusiveAfterCrash(t *testing.T) {
+	e := newEnv(t)
+	batches := workload(2, 40, 1, 7)
+	e.publishAll(t, batches)
+	all := expected(batches, nil)
+	cfg := Config{Consumer: "crash", AckWait: time.Minute, Exclusive: true}
+
+	// First run: its handler blocks after 10 events; then its connection is
+	// cut without Consume's graceful give-back.
+	nc, err := nats.Connect(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := e.connect(t, Config{Conn: nc, Consumer: cfg.Consumer, AckWait: cfg.AckWait, Exclusive: true})
+	var (
+		mu   sync.Mutex
+		seen = map[string]bool{}
+	)
+	block := make(chan struct{})
+	ten := make(chan struct{})
+	ctx1, cancel1 := context.WithCancel(t.Context())
+	done1 := make(chan struct{})
+	go func() {
+		defer close(done1)
+		first.Consume(ctx1, func(ctx context.Context, ev *Event) error {
+			mu.Lock()
+			seen[ev.Key()] = true
+			n := len(seen)
+			mu.Unlock()
+			if n == 10 {
+				close(ten)
+			}
+			if n >= 10 {
+				<-block
+			}
+			return nil
+		})
+	}()
+	select {
+	case <-ten:
+	case <-time.After(testTimeout):
+		t.Fatal("first run got no 10 events")
+	}
+	nc.Close() // the crash: nothing more reaches the server
+	cancel1()
+	close(block)
+	<-done1
+	if info := e.consumerInfo(t, cfg.Consumer); info.NumAckPending == 0 {
+		t.Fatal("the crashed run left nothing pending; the test proves nothing")
+	}
+
+	rec := newRecorder(len(all))
+	second := e.connect(t, cfg)
+	start := time.Now()
+	cs := startConsume(t, second, rec.handle)
+	got := rec.wait(t)
+	took := time.Since(start)
+	cs.stop(t)
+	if took > 5*time.Second {
+		t.Errorf("the restarted exclusive consumer took %v for every event, want well under AckWait (%v)", took, cfg.AckWait)
+	}
+	missing := 0
+	keys := byKey(got)
+	for k := range all {
+		if _, ok := keys[k]; !ok {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d events never reached the restarted consumer", missing, len(all))
+	}
+	checkOrder(t, got)
+	t.Logf("restarted consumer had all %d events after %v", len(all), took.Round(time.Millisecond))
+}

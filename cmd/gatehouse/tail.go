@@ -20,7 +20,7 @@ import (
 )
 
 const tailSummary = `Print the events gateway nodes publish, one JSON line per event:
-{"shard":…,"seq":…,"type":…,"guild_id":"…","d":…}, or with -count a running summary
+{"shard":…,"seq":…,"key":…,"lease":…,"type":…,"guild_id":"…","d":…}, or with -count a running summary
 (events per second, totals by type and by shard). It reads through an ephemeral
 consumer unless -durable names one, and never changes what other consumers see.`
 
@@ -37,17 +37,19 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		limit    = fs.Int("n", 0, "stop after `N` events (0 = run until interrupted)")
 		from     = fs.String("from", "new", "where a new consumer starts: new (events from now on) or all (the oldest event the stream holds)")
 		durable  = fs.String("durable", "", "durable consumer `NAME`: resume where the last run with this name stopped and keep the position (default: an ephemeral consumer)")
+		exclusiv = fs.Bool("exclusive", false, "with -durable: this is the only process reading through NAME, so what a killed previous run left unacknowledged is delivered again at once (not after the 30 s ack wait)")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg := client.Config{
-		URL:      *url,
-		Name:     "gatehouse-tail",
-		Prefix:   *prefix,
-		Stream:   *stream,
-		Consumer: *durable,
-		Logger:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		URL:       *url,
+		Name:      "gatehouse-tail",
+		Prefix:    *prefix,
+		Stream:    *stream,
+		Consumer:  *durable,
+		Exclusive: *exclusiv,
+		Logger:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	switch *from {
 	case "new":
@@ -152,6 +154,10 @@ func appendEventJSON(b []byte, ev *client.Event) []byte {
 	b = strconv.AppendInt(b, int64(ev.Shard), 10)
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendInt(b, ev.Seq, 10)
+	b = append(b, `,"key":`...)
+	b = strconv.AppendQuote(b, ev.Key()) // digits, ':' and Discord's hex session ID
+	b = append(b, `,"lease":`...)
+	b = strconv.AppendUint(b, ev.Lease, 10)
 	b = append(b, `,"type":`...)
 	if ev.Type == "" {
 		b = append(b, "null"...)

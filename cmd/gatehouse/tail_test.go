@@ -150,7 +150,7 @@ func TestTailCount(t *testing.T) {
 	if err := runTail(t.Context(), []string{"-nats", url, "-n", "1", "-durable", "tailer"}, &out2, &errOut); err != nil {
 		t.Fatalf("runTail = %v", err)
 	}
-	if !strings.Contains(out2.String(), `"seq":20,"type":"TYPING_START"`) {
+	if !strings.Contains(out2.String(), `"seq":20,"key":"0:sess:20","lease":0,"type":"TYPING_START"`) {
 		t.Errorf("second run printed %q, want the new event only", out2.String())
 	}
 }
