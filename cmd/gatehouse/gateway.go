@@ -35,33 +35,34 @@ RESUMEs instead of identifying. The bot token comes from -token or $GATEHOUSE_TO
 func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gateway", gatewaySummary, stderr)
 	var (
-		api        = fs.String("api", gateway.DefaultAPI, "Discord REST base `URL` (a gatehouse sim: http://127.0.0.1:8787/api/v10)")
-		token      = fs.String("token", "", "bot `token` without \"Bot \" (default $GATEHOUSE_TOKEN)")
-		shards     = fs.String("shards", "all", "shards this node runs: all, a range A-B, a list 0,2,5-7, or assigned (the -coordinator leases them to this node and moves them between nodes)")
-		capacity   = fs.Int("capacity", 0, "with -shards assigned: the most shards this node runs (0 = no limit)")
-		shardCount = fs.String("shard-count", "auto", "total shard count: a number, or auto (Discord's recommendation from /gateway/bot)")
-		natsURL    = fs.String("nats", "embedded", "NATS: embedded (run nats-server with JetStream in this process) or a nats:// `URL` of an external server or cluster")
-		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS: TCP `HOST:PORT` other processes (bot workers, gatehouse tail) connect to; empty = in-process only")
-		dataDir    = fs.String("data-dir", "gatehouse-data", "embedded NATS: JetStream store `directory`")
-		compress   = fs.String("compress", "zlib-stream", "transport compression: zlib-stream, zstd-stream or none")
-		intents    = fs.String("intents", "", "intents, comma-separated names (GUILDS,GUILD_MESSAGES,…) or a number (default: every non-privileged intent)")
-		prefix     = fs.String("prefix", broker.DefaultPrefix, "subject prefix: events on PREFIX.ev.<shard>.<partition>.<type>, commands on PREFIX.cmd.<shard>")
-		partitions = fs.Int("partitions", 1, "guild partitions in event subjects, so several workers can split a shard's guilds with per-guild order kept")
-		linger     = fs.Duration("batch-linger", 5*time.Millisecond, "longest a batch waits for more events of its shard and type before it is published; an event of a trickling shard does not wait (negative: publish every event at once)")
-		batchComp  = fs.String("batch-compress", "s2", "compress batch bodies before publishing: s2 or none (consumers using the client package read both)")
-		batchBytes = fs.Int("batch-bytes", 64<<10, "publish a batch when it reaches this many bytes")
-		idleAfter  = fs.Duration("idle-after", 2*time.Second, "a shard quiet this long packs its zlib-stream window (32 KiB to about 8) and returns its read buffers (negative: never)")
-		maxAge     = fs.Duration("retention", 24*time.Hour, "embedded/created stream: how long events are kept")
-		interval   = fs.Duration("identify-interval", 5*time.Second, "identify window per bucket (Discord: 5s; shorter only against a simulator configured the same)")
-		margin     = fs.Duration("identify-margin", 25*time.Millisecond, "added to the 5 s identify window of each bucket, against clock and network jitter")
-		nodeID     = fs.String("node-id", "", "this node's name in saved state and logs (default: host name)")
-		statusAddr = fs.String("status-addr", "", "serve GET /status (JSON shard states), /metrics (Prometheus), /healthz and /debug/pprof/ on `HOST:PORT` (empty = off; keep it on loopback)")
-		coordURL   = fs.String("coordinator", "", "coordinator base `URL` (http://HOST:PORT): every IDENTIFY waits for its global queue instead of this node's own (token: -coordinator-token or $GATEHOUSE_NODE_TOKEN)")
-		coordTok   = fs.String("coordinator-token", "", "the coordinator's node `token` (default $GATEHOUSE_NODE_TOKEN)")
-		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
-		shutdown   = fs.Duration("shutdown-timeout", 30*time.Second, "graceful shutdown budget: close with a resumable code, publish what was read, save state")
-		silence    = fs.Duration("silence-after", 30*time.Second, "cycle a shard by RESUME when an event type that flowed on it is absent this long and for as many events as -silence-events at its usual rate (negative: off)")
-		silenceN   = fs.Int("silence-events", 100, "events of a type a silence must have missed, at the shard's own rate of that type, to count")
+		api         = fs.String("api", gateway.DefaultAPI, "Discord REST base `URL` (a gatehouse sim: http://127.0.0.1:8787/api/v10)")
+		token       = fs.String("token", "", "bot `token` without \"Bot \" (default $GATEHOUSE_TOKEN)")
+		shards      = fs.String("shards", "all", "shards this node runs: all, a range A-B, a list 0,2,5-7, or assigned (the -coordinator leases them to this node and moves them between nodes)")
+		capacity    = fs.Int("capacity", 0, "with -shards assigned: the most shards this node runs (0 = no limit)")
+		shardCount  = fs.String("shard-count", "auto", "total shard count: a number, or auto (Discord's recommendation from /gateway/bot)")
+		natsURL     = fs.String("nats", "embedded", "NATS: embedded (run nats-server with JetStream in this process) or a nats:// `URL` of an external server or cluster")
+		natsListen  = fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS: TCP `HOST:PORT` other processes (bot workers, gatehouse tail) connect to; empty = in-process only")
+		dataDir     = fs.String("data-dir", "gatehouse-data", "embedded NATS: JetStream store `directory`")
+		compress    = fs.String("compress", "zlib-stream", "transport compression: zlib-stream, zstd-stream or none")
+		intents     = fs.String("intents", "", "intents, comma-separated names (GUILDS,GUILD_MESSAGES,…) or a number (default: every non-privileged intent)")
+		prefix      = fs.String("prefix", broker.DefaultPrefix, "subject prefix: events on PREFIX.ev.<shard>.<partition>.<type>, commands on PREFIX.cmd.<shard>")
+		partitions  = fs.Int("partitions", 1, "guild partitions in event subjects, so several workers can split a shard's guilds with per-guild order kept")
+		linger      = fs.Duration("batch-linger", 5*time.Millisecond, "longest a batch waits for more events of its shard and type before it is published; an event of a trickling shard does not wait (negative: publish every event at once)")
+		batchComp   = fs.String("batch-compress", "s2", "compress batch bodies before publishing: s2 or none (consumers using the client package read both)")
+		batchBytes  = fs.Int("batch-bytes", 64<<10, "publish a batch when it reaches this many bytes")
+		idleAfter   = fs.Duration("idle-after", 2*time.Second, "a shard quiet this long packs its zlib-stream window (32 KiB to about 8) and returns its read buffers (negative: never)")
+		maxAge      = fs.Duration("retention", 24*time.Hour, "embedded/created stream: how long events are kept")
+		interval    = fs.Duration("identify-interval", 5*time.Second, "identify window per bucket (Discord: 5s; shorter only against a simulator configured the same)")
+		margin      = fs.Duration("identify-margin", 25*time.Millisecond, "added to the 5 s identify window of each bucket, against clock and network jitter")
+		nodeID      = fs.String("node-id", "", "this node's name in saved state and logs (default: host name)")
+		statusAddr  = fs.String("status-addr", "", "serve GET /status (JSON shard states), /metrics (Prometheus), /healthz and /debug/pprof/ on `HOST:PORT` (empty = off; keep it on loopback)")
+		coordURL    = fs.String("coordinator", "", "coordinator base `URL` (http://HOST:PORT): every IDENTIFY waits for its global queue instead of this node's own (token: -coordinator-token or $GATEHOUSE_NODE_TOKEN)")
+		coordTok    = fs.String("coordinator-token", "", "the coordinator's node `token` (default $GATEHOUSE_NODE_TOKEN)")
+		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "graceful shutdown budget: close with a resumable code, publish what was read, save state")
+		exitDrained = fs.Bool("exit-when-drained", true, "with -shards assigned: exit (status 0) once an operator drained this node and every shard was handed off; the drain mark ends with the process, so a node started again under the same -node-id takes shards")
+		silence     = fs.Duration("silence-after", 30*time.Second, "cycle a shard by RESUME when an event type that flowed on it is absent this long and for as many events as -silence-events at its usual rate (negative: off)")
+		silenceN    = fs.Int("silence-events", 100, "events of a type a silence must have missed, at the shard's own rate of that type, to count")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -162,7 +163,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.NodeID, _ = os.Hostname()
 		}
 		report := func() []coordclient.ShardReport { return shardReports(node.Status()) }
-		if agent, err = cc.NewAgent(coordclient.AgentConfig{NodeID: cfg.NodeID, Capacity: *capacity, Report: report}); err != nil {
+		if agent, err = cc.NewAgent(coordclient.AgentConfig{NodeID: cfg.NodeID, Capacity: *capacity, Report: report, ExitWhenDrained: *exitDrained}); err != nil {
 			return usageError{"gateway: -node-id: " + err.Error()}
 		}
 		cfg.Leases = agent // publish and save only under a live lease
@@ -174,6 +175,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	nodeCtx, drainedExit := context.WithCancel(ctx)
+	defer drainedExit()
 	cmdCtx, cancelCmd := context.WithCancel(ctx)
 	defer cancelCmd()
 	wg.Go(func() {
@@ -203,7 +206,11 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			case <-cmdCtx.Done():
 				return
 			}
-			if err := agent.Run(cmdCtx, node); err != nil {
+			switch err := agent.Run(cmdCtx, node); {
+			case errors.Is(err, coordclient.ErrDrained):
+				fmt.Fprintf(stdout, "gatehouse gateway: drained, every shard handed off; exiting\n")
+				drainedExit()
+			case err != nil:
 				log.Error("coordinator agent stopped; this node runs no new shards", "err", err)
 			}
 		})
@@ -234,7 +241,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			_ = srv.Shutdown(sctx)
 		}()
 	}
-	err = node.Run(ctx) // its errors already say "gateway: …"
+	err = node.Run(nodeCtx) // its errors already say "gateway: …"
 	cancelCmd()
 	return err
 }

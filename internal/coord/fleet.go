@@ -36,6 +36,17 @@ type fleet struct {
 	taken func(shard int) bool
 	// reports are the nodes' last reports per shard (see ShardReport).
 	reports map[int]reported
+	// handoffs are the shards moving between live nodes: revoked from
+	// from, not yet ready on the next node. At most one per identify
+	// bucket is in flight, so if RESUMEs fail the IDENTIFYs they fall back
+	// to fit in one identify window and the bucket order holds.
+	handoffs map[int]handoff
+}
+
+// handoff is a shard moving between live nodes.
+type handoff struct {
+	from string
+	at   time.Time
 }
 
 type fleetNode struct {
@@ -106,6 +117,9 @@ type nodeOrders struct {
 	// Revoke are shards to stop, save and report released: moved to
 	// another node, or no longer leased to this one.
 	Revoke []int `json:"revoke"`
+	// Drained says an operator drained the node: it gets no shards, and
+	// gives its own up one by one as other nodes can take them.
+	Drained bool `json:"drained,omitempty"`
 }
 
 func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int, firstToken uint64) (*fleet, error) {
@@ -147,7 +161,8 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 		f.nodes[id] = n
 	}
 	n.capacity, n.draining, n.lastSeen = b.Capacity, b.Draining, now
-	o := nodeOrders{ShardCount: f.count, LeaseTTLMS: f.ttl.Milliseconds(), Assign: []heldShard{}, Renewed: []heldShard{}, Revoke: []int{}}
+	o := nodeOrders{ShardCount: f.count, LeaseTTLMS: f.ttl.Milliseconds(), Assign: []heldShard{}, Renewed: []heldShard{}, Revoke: []int{},
+		Drained: f.drained[id]}
 	for _, r := range b.Released {
 		// Released by its holder: free for the next node. A stale report
 		// (the lease moved on) changes nothing.
@@ -180,10 +195,11 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 	if err != nil {
 		return nodeOrders{}, err
 	}
+	f.settleHandoffs(now)
 	for _, m := range plan.Moves {
 		switch {
 		case m.From == id:
-			if !slices.Contains(o.Revoke, m.Shard) {
+			if !slices.Contains(o.Revoke, m.Shard) && f.startHandoff(now, m.Shard, id) {
 				o.Revoke = append(o.Revoke, m.Shard)
 			}
 		case m.To == id && m.From == "":
@@ -199,6 +215,50 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 	}
 	slices.Sort(o.Revoke)
 	return o, nil
+}
+
+// handoffTimeout bounds how long a handoff counts as in flight when the
+// next node never reports the shard ready, in TTLs.
+const handoffTimeout = 3
+
+// startHandoff reports whether shard may be revoked from node from now: it
+// is already moving, or no other shard of its bucket is.
+func (f *fleet) startHandoff(now time.Time, shard int, from string) bool {
+	if f.handoffs == nil {
+		f.handoffs = map[int]handoff{}
+	}
+	if h, ok := f.handoffs[shard]; ok && h.from == from {
+		return true
+	}
+	buckets := max(f.maxConc, 1)
+	for s := range f.handoffs {
+		if s%buckets == shard%buckets {
+			return false
+		}
+	}
+	f.handoffs[shard] = handoff{from: from, at: now}
+	return true
+}
+
+// settleHandoffs ends the handoffs whose shard is ready on another node,
+// or that have waited too long.
+func (f *fleet) settleHandoffs(now time.Time) {
+	for s, h := range f.handoffs {
+		r, ok := f.shardReport(now, s)
+		if (ok && r.node != h.from && r.State == "ready") || now.Sub(h.at) >= handoffTimeout*f.ttl {
+			delete(f.handoffs, s)
+		}
+	}
+}
+
+// Handoffs returns the shards moving between live nodes now.
+func (f *fleet) inFlight() []int {
+	out := make([]int, 0, len(f.handoffs))
+	for s := range f.handoffs {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // report keeps node id's reports on the shards it holds and forgets its
@@ -305,8 +365,11 @@ func (f *fleet) setDrain(id string, on bool) error {
 
 // leave releases everything node id holds (a graceful shutdown, after the
 // node saved its sessions) and forgets the node.
+// A drain ends with the node: the next process under the same ID (a
+// rolling update) takes shards again.
 func (f *fleet) leave(id string) []lease.Lease {
 	delete(f.nodes, id)
+	delete(f.drained, id)
 	f.dirty = true
 	return f.leases.ReleaseHolder(id)
 }

@@ -2,6 +2,7 @@ package coord
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 // a coordinator restart.
 func TestFleetTranscript(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	f, err := newFleet(4, 9*time.Second, false, 1, 1)
+	f, err := newFleet(4, 9*time.Second, false, 4, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestFleetBadBeats(t *testing.T) {
 // capacity caps what a node gets.
 func TestFleetDraining(t *testing.T) {
 	t0 := time.Unix(0, 0)
-	f, _ := newFleet(4, 9*time.Second, false, 1, 1)
+	f, _ := newFleet(4, 9*time.Second, false, 4, 1)
 	o, _ := f.beat(t0, "a", nodeBeat{Capacity: 3})
 	if len(o.Assign) != 3 {
 		t.Fatalf("capacity 3: assigned %v", o.Assign)
@@ -113,6 +114,98 @@ func TestFleetDraining(t *testing.T) {
 	o, _ = f.beat(t0.Add(time.Second), "a", nodeBeat{Draining: true, Shards: o2held(f, "a")})
 	if len(o.Revoke) != 3 {
 		t.Errorf("draining a: revoke %v, want all 3", o.Revoke)
+	}
+}
+
+// TestFleetDrainOneByOne: a drained node's shards hand off with at most
+// one shard of each identify bucket in flight; a handoff ends when the
+// next node reports the shard ready (or after three TTLs). The drain mark
+// ends when the node leaves, so its successor takes shards again.
+func TestFleetDrainOneByOne(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	ttl := 9 * time.Second
+	f, _ := newFleet(6, ttl, false, 2, 1) // buckets {0,2,4} and {1,3,5}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	f.beat(at(0), "a", nodeBeat{})
+	if err := f.setDrain("a", true); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(shards ...int) (out []ShardReport) {
+		for _, s := range shards {
+			out = append(out, ShardReport{Shard: s, State: "ready"})
+		}
+		return out
+	}
+	var bHeld []int
+	bBeat := func(sec int, ready []ShardReport) {
+		t.Helper()
+		o, err := f.beat(at(sec), "b", nodeBeat{Shards: o2held(f, "b"), Reports: ready})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range o.Assign {
+			bHeld = append(bHeld, h.Shard)
+		}
+	}
+	aBeat := func(sec int, released []int) (revoke []int, drained bool) {
+		t.Helper()
+		var rel []heldShard
+		var held []heldShard
+		for _, l := range f.leases.Held("a") {
+			if slices.Contains(released, l.Shard) {
+				rel = append(rel, heldShard{l.Shard, l.Token})
+			} else {
+				held = append(held, heldShard{l.Shard, l.Token})
+			}
+		}
+		o, err := f.beat(at(sec), "a", nodeBeat{Shards: held, Released: rel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.Revoke, o.Drained
+	}
+	bBeat(1, nil)
+	rv, drained := aBeat(2, nil)
+	if !drained || !slices.Equal(rv, []int{0, 1}) {
+		t.Fatalf("first drain beat: revoke %v drained %v, want [0 1] (one per bucket) and true", rv, drained)
+	}
+	if rv, _ := aBeat(3, []int{0, 1}); len(rv) != 0 {
+		t.Fatalf("with 0 and 1 in flight: revoke %v, want none", rv)
+	}
+	bBeat(4, nil)
+	if !slices.Equal(bHeld, []int{0, 1}) {
+		t.Fatalf("b holds %v, want [0 1]", bHeld)
+	}
+	if rv, _ := aBeat(5, nil); len(rv) != 0 {
+		t.Fatalf("before b reports them ready: revoke %v, want none", rv)
+	}
+	bBeat(6, ready(0)) // bucket 0 is free again, bucket 1 is not
+	if rv, _ := aBeat(7, nil); !slices.Equal(rv, []int{2}) {
+		t.Fatalf("after shard 0 is ready on b: revoke %v, want [2]", rv)
+	}
+	if got := f.inFlight(); !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("in flight %v, want [1 2]", got)
+	}
+	aBeat(8, []int{2})
+	bBeat(9, ready(0))
+	bBeat(15, ready(0, 2))
+	if rv, _ := aBeat(16, nil); !slices.Equal(rv, []int{4}) {
+		t.Fatalf("after shard 2 is ready on b: revoke %v, want [4] (bucket 1 still has shard 1 in flight)", rv)
+	}
+	// Shard 1 is never reported ready: its handoff times out after 3 TTLs.
+	for sec := 21; sec < 28; sec += 6 {
+		bBeat(sec, ready(0, 2))
+		if rv, _ := aBeat(sec+1, []int{4}); len(rv) != 0 {
+			t.Fatalf("at %ds, with 1 and 4 in flight: revoke %v, want none", sec+1, rv)
+		}
+	}
+	bBeat(33, ready(0, 2))
+	if rv, _ := aBeat(34, nil); !slices.Equal(rv, []int{3}) {
+		t.Errorf("after shard 1's handoff timed out: revoke %v, want [3]", rv)
+	}
+	f.leave("a")
+	if o, _ := f.beat(at(60), "a", nodeBeat{}); o.Drained {
+		t.Errorf("a node that left and came back is still drained")
 	}
 }
 

@@ -37,6 +37,10 @@ type AgentConfig struct {
 	// and the shard-count planner uses the guild counts). Reports on
 	// shards not leased here are left out.
 	Report func() []ShardReport
+	// ExitWhenDrained makes Run return ErrDrained once an operator drained
+	// the node and every shard it ran has been handed off and reported
+	// released: the end of a rolling update's step for this node.
+	ExitWhenDrained bool
 }
 
 // ShardReport is what a node says about one of its shards.
@@ -68,6 +72,7 @@ type orders struct {
 	Assign     []held `json:"assign"`
 	Renewed    []held `json:"renewed"`
 	Revoke     []int  `json:"revoke"`
+	Drained    bool   `json:"drained"`
 }
 
 // Agent runs a gateway node's shards as the coordinator leases them (see
@@ -179,7 +184,13 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 			}
 			a.mu.Lock()
 			a.valid = sent.Add(3 * ttl / 4)
+			drained := a.draining || o.Drained
+			empty := len(a.tokens) == 0 && len(a.removing) == 0 && len(a.released) == 0
 			a.mu.Unlock()
+			if a.cfg.ExitWhenDrained && drained && empty && len(o.Assign) == 0 {
+				a.c.log.Info("drained: every shard handed off; the node exits")
+				return ErrDrained
+			}
 			a.apply(ctx, o)
 		case ctx.Err() != nil:
 			return nil

@@ -27,6 +27,10 @@ import (
 // identify.ErrBudgetExhausted instead.
 var ErrRefused = errors.New("coordclient: refused by the coordinator")
 
+// ErrDrained is what Agent.Run returns, with AgentConfig.ExitWhenDrained,
+// once the node was drained and holds no shard: it may exit.
+var ErrDrained = errors.New("coordclient: node drained")
+
 // Config configures a Client.
 type Config struct {
 	// URL is the coordinator's base URL, e.g. http://127.0.0.1:8080.
