@@ -29,6 +29,8 @@ var commands = []command{
 	{"lookup", "print which shard and node hold a guild", runLookup},
 	{"drain", "move every shard off a gateway node (or -undo)", runDrain},
 	{"reshard", "plan a reshard to another shard count (-to N -dry-run)", runReshard},
+	{"plan", "how long and how many identifies: a full restart, a reshard, recovery after an outage", runPlan},
+	{"chaos", "run the zero-loss scenarios (kills, drain, silent shard) and print a table", runChaos},
 	{"version", "print the version", runVersion},
 }
 
