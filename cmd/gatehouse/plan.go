@@ -116,4 +116,3 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	return nil
 }
-

@@ -39,7 +39,7 @@ type session struct {
 	cursor         int64                  // next s to hand to conn's writer
 	ended          bool
 	disconnectedAt time.Time
-	attachedAt     time.Time // when conn was attached
+	attachedAt     time.Time       // when conn was attached
 	unavail        map[int32]uint8 // guild → unavail* bits
 	stream         []int32         // guilds whose GUILD_CREATE follows READY
 	streamPos      int
