@@ -251,7 +251,7 @@ func (f *fleet) settleHandoffs(now time.Time) {
 	}
 }
 
-// Handoffs returns the shards moving between live nodes now.
+// inFlight returns the shards moving between live nodes now, in order.
 func (f *fleet) inFlight() []int {
 	out := make([]int, 0, len(f.handoffs))
 	for s := range f.handoffs {
