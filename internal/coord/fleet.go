@@ -85,15 +85,21 @@ type ShardReport struct {
 	// Guilds is how many guilds the session holds; absent until known.
 	Guilds    *int    `json:"guilds,omitempty"`
 	LatencyMS float64 `json:"latency_ms"`
-	// Events counts the dispatches received since the shard started on
-	// the node; Identifies, Resumes, Reconnects and Zombies its sessions.
+	ShardCounters
+	Error string `json:"error,omitempty"`
+}
+
+// ShardCounters are a node's counters on one shard, in its reports and in
+// GET /v1/shards: Events counts the dispatches received since the shard
+// started on the node; Identifies, Resumes, Reconnects and Zombies its
+// sessions; ReadyAt is when the session last became ready.
+type ShardCounters struct {
 	Events     int64     `json:"events"`
 	Identifies int64     `json:"identifies"`
 	Resumes    int64     `json:"resumes"`
 	Reconnects int64     `json:"reconnects"`
 	Zombies    int64     `json:"zombies"`
 	ReadyAt    time.Time `json:"ready_at,omitzero"`
-	Error      string    `json:"error,omitempty"`
 }
 
 // reported is the last report on a shard, from the node that held it.

@@ -30,13 +30,8 @@ type ShardInfo struct {
 	// reports.
 	EventsPerSec float64 `json:"events_per_sec"`
 	// Counters from the node's report (zero for Shardman workers).
-	Events     int64     `json:"events"`
-	Identifies int64     `json:"identifies"`
-	Resumes    int64     `json:"resumes"`
-	Reconnects int64     `json:"reconnects"`
-	Zombies    int64     `json:"zombies"`
-	ReadyAt    time.Time `json:"ready_at,omitzero"`
-	Error      string    `json:"error,omitempty"`
+	ShardCounters
+	Error string `json:"error,omitempty"`
 	// ReportedAt is when the runner last reported (a node heartbeat, a
 	// Shardman beat).
 	ReportedAt time.Time `json:"reported_at,omitzero"`
@@ -68,8 +63,7 @@ func (c *Coordinator) shardInfoLocked(now time.Time, s int) ShardInfo {
 			info.State, info.Guilds, info.Error, info.ReportedAt = r.State, r.Guilds, r.Error, r.at
 			lat := r.LatencyMS
 			info.LatencyMS = &lat
-			info.Events, info.Identifies, info.Resumes, info.Reconnects, info.Zombies = r.Events, r.Identifies, r.Resumes, r.Reconnects, r.Zombies
-			info.ReadyAt, info.StateSince, info.EventsPerSec = r.ReadyAt, r.since, r.rate
+			info.ShardCounters, info.StateSince, info.EventsPerSec = r.ShardCounters, r.since, r.rate
 		}
 		return info
 	}
