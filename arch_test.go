@@ -64,7 +64,7 @@ var layers = map[string]layer{
 	"internal/discord/codec":       {imports: []string{"internal/discord"}, modules: []string{modCompress}},
 	"internal/discord/sim":         {imports: []string{"internal/discord", "internal/discord/codec"}, modules: []string{modWebsocket}},
 	"internal/discord/sim/simtest": {imports: []string{"internal/discord/sim"}},
-	"internal/chaos":               {imports: []string{"internal/discord", "internal/discord/sim"}},
+	"internal/chaos":               {imports: []string{"internal/discord", "internal/discord/sim", "internal/loadtest"}},
 	"internal/loadtest":            {imports: []string{"internal/discord", "internal/discord/codec", "internal/discord/sim", "internal/broker", "internal/broker/natsbroker", "internal/gateway"}, modules: []string{modWebsocket, modNATSServer, modNATSClient}},
 
 	// Planned.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
+	"github.com/gatehouse-dev/gatehouse/internal/loadtest"
 )
 
 // Tokens the cluster's coordinator is started with.
@@ -28,12 +29,12 @@ type cluster struct {
 	dir       string
 	sim       *sim.Server
 	api       string // the simulator's REST base
-	broker    *proc
+	broker    *loadtest.Child
 	natsURL   string
-	coord     *proc
+	coord     *loadtest.Child
 	coordAddr string
-	nodes     map[string]*proc
-	consumer  *proc
+	nodes     map[string]*loadtest.Child
+	consumer  *loadtest.Child
 	col       *collector
 	hc        *http.Client
 }
@@ -45,7 +46,7 @@ func (c *cluster) env() []string {
 // up starts everything and waits until every shard is connected, the
 // startup rebalance has settled and the consumer handles events.
 func up(ctx context.Context, cfg Config, dir string) (*cluster, error) {
-	c := &cluster{cfg: cfg, dir: dir, nodes: map[string]*proc{}, col: newCollector(), hc: &http.Client{Timeout: 10 * time.Second}}
+	c := &cluster{cfg: cfg, dir: dir, nodes: map[string]*loadtest.Child{}, col: newCollector(), hc: &http.Client{Timeout: 10 * time.Second}}
 	srv, err := sim.New(sim.Config{
 		Guilds: cfg.Shards * 100, Shards: cfg.Shards, MaxConcurrency: cfg.MaxConcurrency,
 		IdentifyInterval: 300 * time.Millisecond, HeartbeatInterval: 2 * time.Second,
@@ -104,11 +105,19 @@ func up(ctx context.Context, cfg Config, dir string) (*cluster, error) {
 	return c, nil
 }
 
-// start runs a gatehouse child.
-func (c *cluster) start(ctx context.Context, name, ready string, onLine func(string), args ...string) (*proc, string, error) {
-	p, line, err := startProc(ctx, name, c.cfg.Exe, c.env(), ready, onLine, args...)
+// start runs a gatehouse child and returns the rest of its ready line.
+func (c *cluster) start(ctx context.Context, name, ready string, onLine func(string), args ...string) (*loadtest.Child, string, error) {
+	cfg := loadtest.ChildConfig{Exe: c.cfg.Exe, Args: args, Env: c.env(), OnLine: onLine}
+	if ready != "" {
+		cfg.Ready = []string{ready}
+	}
+	p, err := loadtest.StartChild(ctx, cfg)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("chaos: %s: %w", name, err)
+	}
+	line := ""
+	if ready != "" {
+		line = p.Line(0)
 	}
 	switch {
 	case name == "broker":
@@ -149,10 +158,10 @@ func (c *cluster) startConsumer(ctx context.Context) error {
 
 // down stops every child and the simulator.
 func (c *cluster) down() {
-	stopAll := func(ps ...*proc) {
+	stopAll := func(ps ...*loadtest.Child) {
 		for _, p := range ps {
-			if p != nil && p.running() {
-				_ = p.stop(15 * time.Second)
+			if p != nil && p.Running() {
+				_ = p.Stop(15 * time.Second)
 			}
 		}
 	}

@@ -12,7 +12,7 @@ import (
 // once. Its exclusive durable consumer resumes from the last ack; what it
 // had not acknowledged comes again under the same keys.
 func consumerKill(ctx context.Context, c *cluster) (time.Duration, string, error) {
-	c.consumer.kill()
+	c.consumer.Kill()
 	c.col.mark()
 	if err := c.startConsumer(ctx); err != nil {
 		return 0, "", err
@@ -32,7 +32,7 @@ func consumerKill(ctx context.Context, c *cluster) (time.Duration, string, error
 // other node takes its shards and RESUMEs them from the saved sessions.
 func nodeKill(ctx context.Context, c *cluster) (time.Duration, string, error) {
 	before := c.sim.Stats()
-	c.nodes["a"].kill()
+	c.nodes["a"].Kill()
 	killed := time.Now()
 	ttl := c.cfg.LeaseTTL
 	if err := c.waitSim(ctx, ttl+20*time.Second, "node a's shards back on node b", func(st sim.Stats) bool {
@@ -61,7 +61,7 @@ func nodeDrain(ctx context.Context, c *cluster) (time.Duration, string, error) {
 	start := time.Now()
 	mc := c.cfg.MaxConcurrency
 	worst := 0
-	for a.running() {
+	for a.Running() {
 		if time.Since(start) > 60*time.Second {
 			return 0, "", fmt.Errorf("node a did not exit within 60s of the drain")
 		}
@@ -76,7 +76,7 @@ func nodeDrain(ctx context.Context, c *cluster) (time.Duration, string, error) {
 		}
 		sleep(ctx, 10*time.Millisecond)
 	}
-	rec := a.exited.Sub(start)
+	rec := a.Exited().Sub(start)
 	if err := c.waitSim(ctx, 10*time.Second, "every shard connected after the drain", func(st sim.Stats) bool {
 		return st.Connections == int64(c.cfg.Shards)
 	}); err != nil {
@@ -98,7 +98,7 @@ func nodeDrain(ctx context.Context, c *cluster) (time.Duration, string, error) {
 // no shard is leased twice or runs on two connections.
 func coordinatorKill(ctx context.Context, c *cluster) (time.Duration, string, error) {
 	before := c.sim.Stats()
-	c.coord.kill()
+	c.coord.Kill()
 	killed := time.Now()
 	twice := 0
 	watch := func() {

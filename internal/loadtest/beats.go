@@ -108,9 +108,9 @@ func RunBeats(ctx context.Context, cfg BeatConfig) (BeatResult, error) {
 		logs = io.Discard
 	}
 	const secret = "bench-worker-secret"
-	co, err := startChildEnv(ctx, cfg.Exe, []string{"coordinator", "-listen", "127.0.0.1:0", "-shard-count", strconv.Itoa(cfg.Workers),
+	co, err := StartChild(ctx, ChildConfig{Exe: cfg.Exe, Args: []string{"coordinator", "-listen", "127.0.0.1:0", "-shard-count", strconv.Itoa(cfg.Workers),
 		"-connects-per-minute", strconv.Itoa(10 * cfg.Workers), "-beat-timeout", (10 * cfg.Interval).String(), "-log-level", "warn"},
-		[]string{"GATEHOUSE_ADMIN_TOKEN=bench-admin-secret", "GATEHOUSE_WORKER_TOKEN=" + secret}, logs, "gatehouse coordinator: API on ")
+		Env: []string{"GATEHOUSE_ADMIN_TOKEN=bench-admin-secret", "GATEHOUSE_WORKER_TOKEN=" + secret}, Logs: logs, Ready: []string{"gatehouse coordinator: API on "}})
 	if err != nil {
 		return BeatResult{}, err
 	}
@@ -193,7 +193,7 @@ func RunBeats(ctx context.Context, cfg BeatConfig) (BeatResult, error) {
 		wg.Wait()
 		return BeatResult{}, ctx.Err()
 	}
-	c0, err := ProcessCPU(co.pid())
+	c0, err := ProcessCPU(co.PID())
 	if err != nil {
 		return BeatResult{}, err
 	}
@@ -204,7 +204,7 @@ func RunBeats(ctx context.Context, cfg BeatConfig) (BeatResult, error) {
 	case <-ctx.Done():
 	}
 	hist.on.Store(false)
-	c1, _ := ProcessCPU(co.pid())
+	c1, _ := ProcessCPU(co.PID())
 	l1, t1 := SelfCPU(), time.Now()
 	cancel()
 	wg.Wait()

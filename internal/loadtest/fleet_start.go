@@ -127,7 +127,7 @@ func RunIdleMemory(ctx context.Context, cfg NodeRunConfig) (IdleMemoryResult, er
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for end := time.Now().Add(cfg.Window); ; {
-		v, err := ProcessRSS(run.node.pid())
+		v, err := ProcessRSS(run.node.PID())
 		if err != nil {
 			return IdleMemoryResult{}, err
 		}
@@ -180,7 +180,7 @@ func (cfg *NodeRunConfig) defaults() {
 
 type nodeRun struct {
 	sim    *SimProcess
-	node   *child
+	node   *Child
 	status string
 	dir    string
 }

@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,11 +8,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -103,7 +100,7 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 	if cfg.BatchCompress != "" {
 		args = append(args, "-batch-compress", cfg.BatchCompress)
 	}
-	var brk *child
+	var brk *Child
 	if cfg.SeparateBroker {
 		brk, err = startChild(ctx, cfg.Exe, []string{"broker", "-listen", "127.0.0.1:0", "-data-dir", dir + "/broker", "-log-level", "warn"}, logs, "gatehouse broker: NATS at ")
 		if err != nil {
@@ -182,10 +179,10 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 			return st, 0, 0, 0, simStats{}, time.Time{}, err
 		}
 		t := time.Now()
-		g, _ := ProcessCPU(gw.pid())
+		g, _ := ProcessCPU(gw.PID())
 		var b time.Duration
 		if brk != nil {
-			b, _ = ProcessCPU(brk.pid())
+			b, _ = ProcessCPU(brk.PID())
 		}
 		s, _ := sim.CPU()
 		ss, err := sim.stats(ctx)
@@ -206,7 +203,7 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 		return IngestResult{}, err
 	}
 	c1 := consumed.Load()
-	rss, _ := ProcessRSS(gw.pid())
+	rss, _ := ProcessRSS(gw.PID())
 
 	name := "gatehouse gateway"
 	if cfg.SeparateBroker {
@@ -274,84 +271,6 @@ func fetchNodeStatus(ctx context.Context, url string, memstats bool) (nodeStatus
 		return st, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return st, json.NewDecoder(resp.Body).Decode(&st)
-}
-
-// child is a gatehouse subcommand run as a process. startChild waits for
-// the first stdout line starting with each prefix, in order.
-type child struct {
-	cmd     *exec.Cmd
-	lines   []string // the text after each prefix
-	done    chan struct{}
-	waitErr error // the exit status, once done is closed
-	tail    *tailWriter
-}
-
-func startChild(ctx context.Context, exe string, args []string, logs io.Writer, prefixes ...string) (*child, error) {
-	return startChildEnv(ctx, exe, args, nil, logs, prefixes...)
-}
-
-// startChildEnv is startChild with env added to the child's environment.
-func startChildEnv(ctx context.Context, exe string, args, env []string, logs io.Writer, prefixes ...string) (*child, error) {
-	cmd := exec.Command(exe, args...)
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	c := &child{cmd: cmd, done: make(chan struct{}), tail: &tailWriter{max: 2048}}
-	cmd.Stderr = io.MultiWriter(logs, c.tail)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("loadtest: starting %s: %w", args[0], err)
-	}
-	found := make(chan string, len(prefixes))
-	go func() {
-		defer close(c.done)
-		sc := bufio.NewScanner(out)
-		i := 0
-		for sc.Scan() {
-			if i < len(prefixes) && strings.HasPrefix(sc.Text(), prefixes[i]) {
-				found <- strings.TrimPrefix(sc.Text(), prefixes[i])
-				i++
-			}
-		}
-		_, _ = io.Copy(io.Discard, out)
-		c.waitErr = cmd.Wait()
-	}()
-	for range prefixes {
-		select {
-		case l := <-found:
-			c.lines = append(c.lines, l)
-		case <-c.done:
-			return nil, fmt.Errorf("loadtest: %s exited: %s", args[0], c.tail.String())
-		case <-ctx.Done():
-			c.stop()
-			return nil, ctx.Err()
-		case <-time.After(30 * time.Second):
-			c.stop()
-			return nil, fmt.Errorf("loadtest: %s did not start within 30s", args[0])
-		}
-	}
-	return c, nil
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-// stop sends SIGTERM, waits up to 30s for a graceful exit, then kills.
-func (c *child) stop() { _ = c.stopWithin(30 * time.Second) }
-
-// stopWithin sends SIGTERM, waits up to d, then kills; it returns the
-// exit status.
-func (c *child) stopWithin(d time.Duration) error {
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(d):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
-	return c.waitErr
 }
 
 func sumViolations(m map[string]int64) int64 {

@@ -17,7 +17,7 @@ import (
 type SimProcess struct {
 	// Base is the simulator's HTTP base, e.g. http://127.0.0.1:41234.
 	Base string
-	c    *child
+	c    *Child
 }
 
 // StartSim runs exe with args (which must make it print the line
@@ -37,13 +37,13 @@ func StartSim(ctx context.Context, exe string, args []string, logs io.Writer) (*
 }
 
 // PID is the child's process ID.
-func (p *SimProcess) PID() int { return p.c.pid() }
+func (p *SimProcess) PID() int { return p.c.PID() }
 
 // CPU returns the user and system CPU time the child has used so far.
 func (p *SimProcess) CPU() (time.Duration, error) { return ProcessCPU(p.PID()) }
 
 // Stop sends SIGTERM, waits up to 10 s, then kills the child.
-func (p *SimProcess) Stop() error { return p.c.stopWithin(10 * time.Second) }
+func (p *SimProcess) Stop() error { return p.c.Stop(10 * time.Second) }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times; it is 100 on
 // every Linux architecture Go supports.
