@@ -11,12 +11,12 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/chaos"
 )
 
-const chaosSummary = `Run the zero-loss scenarios against the simulator at a steady load and print
+var chaosSummary = `Run the zero-loss scenarios against the simulator at a steady load and print
 a table: events produced, delivered, lost, duplicated, redelivered (same
 idempotency key), the longest wait between events of one shard, IDENTIFYs
 used and the time to recover. Each scenario runs on a fresh deployment of
 this binary's processes (broker, coordinator, two gateway nodes, a consumer
-through gatehouse tail) on loopback. Scenarios: ` + "consumer-kill, node-kill, node-drain, coordinator-kill, silent-shard" + `.
+through gatehouse tail) on loopback. Scenarios: ` + strings.Join(chaos.Scenarios(), ", ") + `.
 Exits 1 when a scenario lost or duplicated an event or failed a check.`
 
 func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -16,17 +16,16 @@ type collector struct {
 	mu          sync.Mutex
 	keys        map[string]struct{} // idempotency keys handled
 	ids         map[uint64]int32    // sim_event_id → distinct keys it arrived under
-	lines       int64
-	redelivered int64             // lines whose key was handled before
-	lastByShard map[int]time.Time // arrival of the newest new event per shard
-	maxGap      time.Duration     // longest wait between new events of one shard
-	gapShard    int               // the shard of maxGap
-	measure     bool              // gaps count only while set
-	firstAt     time.Time         // the first line of process markGen after mark
-	markAt      time.Time         // set by mark
-	markGen     int               // the consumer process mark waits for
-	gen         int               // consumer processes started
-	bad         int64             // lines that did not parse
+	redelivered int64               // lines whose key was handled before
+	lastByShard map[int]time.Time   // arrival of the newest new event per shard
+	maxGap      time.Duration       // longest wait between new events of one shard
+	gapShard    int                 // the shard of maxGap
+	measure     bool                // gaps count only while set
+	firstAt     time.Time           // the first line of process markGen after mark
+	markAt      time.Time           // set by mark
+	markGen     int                 // the consumer process mark waits for
+	gen         int                 // consumer processes started
+	bad         int64               // lines that did not parse
 }
 
 func newCollector() *collector {
@@ -51,7 +50,6 @@ func (c *collector) line(gen int, s string) {
 	shardStr, ok2 := field(b, `{"shard":`, ',')
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.lines++
 	if c.firstAt.IsZero() && !c.markAt.IsZero() && gen == c.markGen {
 		c.firstAt = now
 	}
@@ -134,7 +132,7 @@ func (c *collector) startGaps() {
 	c.mu.Unlock()
 }
 
-// has reports how many of the wanted ids were handled.
+// missing counts the ids up to upTo in want that were never handled.
 func (c *collector) missing(want sim.DeliveredSet, upTo uint64) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -159,10 +157,9 @@ func (c *collector) counts(want sim.DeliveredSet, upTo uint64) (produced, delive
 			continue
 		}
 		produced++
-		switch n := c.ids[id]; {
-		case n == 0:
+		if n := c.ids[id]; n == 0 {
 			lost++
-		default:
+		} else {
 			delivered++
 			duplicated += int64(n - 1)
 		}

@@ -257,16 +257,6 @@ func (f *fleet) settleHandoffs(now time.Time) {
 	}
 }
 
-// inFlight returns the shards moving between live nodes now, in order.
-func (f *fleet) inFlight() []int {
-	out := make([]int, 0, len(f.handoffs))
-	for s := range f.handoffs {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // report keeps node id's reports on the shards it holds and forgets its
 // older ones.
 func (f *fleet) report(now time.Time, id string, reports []ShardReport) {

@@ -286,3 +286,13 @@ func TestFleetNodeRestart(t *testing.T) {
 		t.Errorf("after a restart: assign %v, want both shards under new tokens", o.Assign)
 	}
 }
+
+// inFlight returns the shards moving between live nodes now, in order.
+func (f *fleet) inFlight() []int {
+	out := make([]int, 0, len(f.handoffs))
+	for s := range f.handoffs {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
