@@ -12,7 +12,8 @@ const DefaultPrefix = "gatehouse"
 
 // Headers set on every batch message.
 const (
-	// HeaderMsgID is JetStream's deduplication header: <shard>:<session>:<first seq>.
+	// HeaderMsgID is JetStream's deduplication header: <shard>:<session>:<first seq>,
+	// or Batch.Dedup when set.
 	HeaderMsgID = "Nats-Msg-Id"
 	// HeaderShard is "<shard>/<num_shards>".
 	HeaderShard = "Gatehouse-Shard"
@@ -65,10 +66,22 @@ type Batch struct {
 	// Start is when the producer handed the batch over (to measure the
 	// publish latency); publishers ignore it.
 	Start time.Time
+	// Dedup, when set, replaces the batch's deduplication ID: during a
+	// reshard's overlap both shard generations publish each event on its
+	// own under an ID drawn from its content, so the broker keeps the
+	// first copy and drops the other.
+	Dedup string
+	// Duplicate is set by the publisher, before done runs, when the broker
+	// already held a message with the batch's ID and dropped this one.
+	Duplicate bool
 }
 
-// MsgID is the batch's deduplication ID: <shard>:<session>:<first seq>.
+// MsgID is the batch's deduplication ID: <shard>:<session>:<first seq>,
+// or Dedup when set.
 func (b *Batch) MsgID() string {
+	if b.Dedup != "" {
+		return b.Dedup
+	}
 	return strconv.Itoa(b.Shard) + ":" + b.Session + ":" + strconv.FormatInt(b.FirstSeq, 10)
 }
 
@@ -111,6 +124,10 @@ type SessionState struct {
 type LastBatch struct {
 	Session string
 	LastSeq int64
+	// NumShards is the shard count the batch was published under (0 when
+	// its header does not say): during and after a reshard the newest
+	// batch on a shard's subjects may belong to the other generation.
+	NumShards int
 }
 
 // Store keeps session state and answers what the stream already holds.

@@ -87,6 +87,30 @@ func (b *batcher) add(ctx context.Context, now time.Time, drained bool, session 
 	return nil
 }
 
+// addDedup publishes one dispatch on its own under the deduplication ID
+// id (ModeDedup), after the batch being collected.
+func (b *batcher) addDedup(ctx context.Context, session string, h discord.Header, payload []byte, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.flushLocked(ctx); err != nil {
+		return err
+	}
+	part := broker.Partition(uint64(h.GuildID), b.n.cfg.Partitions)
+	b.subj = b.n.subjects.AppendEvent(b.subj[:0], b.shard, part, h.T)
+	if 1+len(payload)+broker.RecordOverhead > b.n.maxBody {
+		return b.publishLarge(ctx, session, h, payload) // its own ID: too rare to matter
+	}
+	c := b.n.getBatch()
+	*c = broker.Batch{
+		Subject: b.n.intern(b.subj), Shard: b.shard, NumShards: b.numShards, Session: session,
+		FirstSeq: h.S, LastSeq: h.S, Count: 1, Dedup: id, Body: broker.NewBody(c.Body), Spare: c.Spare,
+	}
+	c.Body = broker.AppendRecord(c.Body, payload)
+	b.cur = c
+	b.gen++
+	return b.flushLocked(ctx)
+}
+
 // publishLarge publishes one payload too large for a plain batch, zstd
 // compressed, on its own.
 func (b *batcher) publishLarge(ctx context.Context, session string, h discord.Header, payload []byte) error {
@@ -100,7 +124,7 @@ func (b *batcher) publishLarge(ctx context.Context, session string, h discord.He
 		b.n.metrics.oversize.Add(1)
 		return nil
 	}
-	tok, ok := b.n.lease(b.shard)
+	tok, ok := b.n.lease(b.numShards, b.shard)
 	if !ok {
 		return ErrFenced
 	}
@@ -123,7 +147,7 @@ func (b *batcher) flushLocked(ctx context.Context) error {
 	if c == nil {
 		return nil
 	}
-	tok, ok := b.n.lease(b.shard)
+	tok, ok := b.n.lease(b.numShards, b.shard)
 	if !ok {
 		// Kept unpublished: the saved sequence has not moved past it, so
 		// the shard's next owner gets these events again when it resumes.

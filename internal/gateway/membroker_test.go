@@ -33,6 +33,7 @@ type ack struct {
 type storedBatch struct {
 	subject  string
 	shard    int
+	n        int
 	session  string
 	lease    uint64
 	payloads [][]byte
@@ -54,11 +55,13 @@ func (m *memBroker) MaxBody() int { return 1 << 20 }
 func (m *memBroker) Publish(ctx context.Context, b *broker.Batch, done func(*broker.Batch, error)) error {
 	m.mu.Lock()
 	id := b.MsgID()
+	b.Duplicate = m.seen[id]
 	if m.seen[id] {
 		m.dups++
+
 	} else {
 		m.seen[id] = true
-		sb := storedBatch{subject: b.Subject, shard: b.Shard, session: b.Session, lease: b.Lease}
+		sb := storedBatch{subject: b.Subject, shard: b.Shard, n: b.NumShards, session: b.Session, lease: b.Lease}
 		err := broker.Records(b.Body, func(p []byte) error {
 			sb.payloads = append(sb.payloads, slices.Clone(p))
 			return nil
@@ -116,7 +119,7 @@ func (m *memBroker) LastBatch(ctx context.Context, shard int) (broker.LastBatch,
 	for i := len(m.msgs) - 1; i >= 0; i-- {
 		if b := m.msgs[i]; b.shard == shard {
 			h, _ := discord.ScanHeader(b.payloads[len(b.payloads)-1])
-			return broker.LastBatch{Session: b.session, LastSeq: h.S}, nil
+			return broker.LastBatch{Session: b.session, LastSeq: h.S, NumShards: b.n}, nil
 		}
 	}
 	return broker.LastBatch{}, broker.ErrNotFound
@@ -125,6 +128,7 @@ func (m *memBroker) LastBatch(ctx context.Context, shard int) (broker.LastBatch,
 // event is one published dispatch.
 type event struct {
 	shard   int
+	n       int // shard count
 	session string
 	seq     int64
 	typ     string
@@ -143,7 +147,7 @@ func (m *memBroker) events(t testing.TB) []event {
 			if err != nil {
 				t.Fatalf("stored payload does not scan: %v", err)
 			}
-			out = append(out, event{shard: b.shard, session: b.session, seq: h.S, typ: string(h.T), subject: b.subject, simID: simEventID(p)})
+			out = append(out, event{shard: b.shard, n: b.n, session: b.session, seq: h.S, typ: string(h.T), subject: b.subject, simID: simEventID(p)})
 		}
 	}
 	return out

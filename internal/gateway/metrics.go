@@ -103,6 +103,7 @@ func (n *Node) Metrics() Metrics {
 	n.mu.Unlock()
 	m.Identifies, m.Resumes, m.Reconnects, m.Zombies = retired.Identifies, retired.Resumes, retired.Reconnects, retired.Zombies
 	m.Silences = retired.Silences
+	count := n.ShardCount()
 	for _, r := range n.runners() {
 		st := r.status()
 		m.Identifies += st.Counters.Identifies
@@ -111,7 +112,9 @@ func (n *Node) Metrics() Metrics {
 		m.Zombies += st.Counters.Zombies
 		m.Silences += st.Counters.Silences
 		m.States[st.Condition()]++
-		m.Latency[r.id] = r.latency.Snapshot()
+		if r.numShards == count { // during a reshard, the current generation's
+			m.Latency[r.id] = r.latency.Snapshot()
+		}
 	}
 	return m
 }

@@ -48,14 +48,66 @@ var (
 // coordinator, or paused) cannot publish or save as its owner: the store
 // refuses state older than what the new owner saved, and consumers see
 // which owner published each batch (broker.HeaderLease).
+//
+// Leases are per shard generation: during a reshard a node may run shard
+// 3 of 16 and shard 3 of 24 side by side, under separate leases.
 type Leases interface {
-	// Lease returns shard's fencing token and whether this node may still
-	// act as its owner now.
-	Lease(shard int) (token uint64, ok bool)
-	// Lost tells the lease holder that the node stopped shard because
-	// Lease said no (or the store refused its state): the shard is
-	// stopped, not running, and should be removed and given back.
-	Lost(shard int)
+	// Lease returns the fencing token of shard of numShards and whether
+	// this node may still act as its owner now.
+	Lease(numShards, shard int) (token uint64, ok bool)
+	// Lost tells the lease holder that the node stopped shard (of
+	// numShards) because Lease said no (or the store refused its state):
+	// the shard is stopped, not running, and should be removed and given
+	// back.
+	Lost(numShards, shard int)
+}
+
+// PublishMode is what the shards of one generation do with their events.
+// Outside a reshard it is always ModePublish.
+type PublishMode int32
+
+// Publish modes, in the order a reshard uses them (see Node.SetMode).
+const (
+	// ModePublish publishes events in batches.
+	ModePublish PublishMode = iota
+	// ModeHold reads and follows the session (sequence, guilds) but
+	// publishes nothing: a new generation before its turn, an old one
+	// after it.
+	ModeHold
+	// ModeDedup publishes each event on its own under an ID drawn from its
+	// content and its shard in the new generation (broker.Batch.Dedup), so
+	// that when both generations publish the same event during the
+	// overlap, the broker keeps one copy.
+	ModeDedup
+	// ModeHandover is ModeDedup for the old generation's last step: once
+	// the broker answers that an event bound for a new shard was already
+	// published (by that shard, which therefore receives and publishes
+	// everything after it), the old shard holds that new shard's events.
+	// ShardStatus.HandedOver says when every new shard it fed took over.
+	ModeHandover
+)
+
+var modeNames = [...]string{ModePublish: "publish", ModeHold: "hold", ModeDedup: "dedup", ModeHandover: "handover"}
+
+// String returns publish, hold, dedup or handover.
+func (m PublishMode) String() string {
+	if m < 0 || int(m) >= len(modeNames) {
+		return fmt.Sprintf("PublishMode(%d)", int32(m))
+	}
+	return modeNames[m]
+}
+
+// ParsePublishMode parses a mode's name; "" is ModePublish.
+func ParsePublishMode(s string) (PublishMode, error) {
+	if s == "" {
+		return ModePublish, nil
+	}
+	for m, name := range modeNames {
+		if s == name {
+			return PublishMode(m), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: publish mode %q: want publish, hold, dedup or handover", ErrConfig, s)
 }
 
 // Config configures a Node. Zero values mean the documented defaults.
@@ -258,11 +310,12 @@ type Node struct {
 	inflight sync.WaitGroup
 
 	mu       sync.Mutex
-	shards   map[int]*shardRunner
-	order    []int
-	count    int            // the shard count, once Run has started
-	removing map[int]bool   // shards being removed
-	runWG    sync.WaitGroup // every shard's run goroutine
+	shards   map[shardKey]*shardRunner
+	order    []shardKey
+	count    int                 // the current generation's shard count, once Run has started
+	removing map[shardKey]bool   // shards being removed
+	modes    map[int]genMode // by shard count; absent: ModePublish
+	runWG    sync.WaitGroup      // every shard's run goroutine
 
 	internMu sync.Mutex
 	interned map[string]string
@@ -287,7 +340,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), pub: cfg.Publisher, subjects: cfg.Subjects,
-		shards: map[int]*shardRunner{}, removing: map[int]bool{}, interned: map[string]string{}, started: make(chan struct{}),
+		shards: map[shardKey]*shardRunner{}, removing: map[shardKey]bool{}, modes: map[int]genMode{}, interned: map[string]string{}, started: make(chan struct{}),
 		publishHist: newHistogram(publishBuckets),
 	}
 	// Batches are published at MaxBatchBytes; MaxBody is the hard limit a
@@ -402,7 +455,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	resumed := 0
 	for _, id := range ids {
-		if n.startShard(ctx, id) {
+		if n.startShard(ctx, count, id) {
 			resumed++
 		}
 	}
@@ -460,62 +513,188 @@ func (n *Node) Run(ctx context.Context) error {
 	return nil
 }
 
+// shardKey names a shard of one generation.
+type shardKey struct{ count, id int }
+
 // startShard loads shard's saved session and starts its runner. It
 // reports whether the shard resumes.
-func (n *Node) startShard(ctx context.Context, id int) bool {
-	resume, saved := n.loadSession(ctx, id, n.count)
-	r := newShardRunner(n, id, n.count, resume, saved.Guilds, saved.GuildsPending)
+func (n *Node) startShard(ctx context.Context, count, id int) bool {
+	resume, saved := n.loadSession(ctx, id, count)
+	r := newShardRunner(n, id, count, resume, saved.Guilds, saved.GuildsPending)
+	k := shardKey{count, id}
 	n.mu.Lock()
-	n.shards[id] = r
-	n.order = append(n.order, id)
+	if gm, ok := n.modes[count]; ok {
+		r.setMode(gm.mode, gm.newCount)
+	}
+	n.shards[k] = r
+	n.order = append(n.order, k)
 	n.mu.Unlock()
 	n.runWG.Go(r.run)
 	return resume.ID != ""
 }
 
-// Add starts shard on a running node: it RESUMEs the session saved in the
-// store (by this node or another) when there is one, else it identifies
-// through the gate. It returns ErrNotStarted before Run has started the
-// node's shards or after shutdown began, and ErrConfig for a shard out of
-// range or already running here.
+// Add starts shard of the current shard count on a running node: it
+// RESUMEs the session saved in the store (by this node or another) when
+// there is one, else it identifies through the gate. It returns
+// ErrNotStarted before Run has started the node's shards or after shutdown
+// began, and ErrConfig for a shard out of range or already running here.
 func (n *Node) Add(ctx context.Context, shard int) error {
+	return n.Start(ctx, n.ShardCount(), shard)
+}
+
+// Start is Add for shard of numShards, which need not be the current
+// count: during a reshard a node runs shards of the new generation beside
+// the old (see SetMode and Promote).
+func (n *Node) Start(ctx context.Context, numShards, shard int) error {
 	select {
 	case <-n.started:
 	default:
 		return ErrNotStarted
 	}
+	k := shardKey{numShards, shard}
 	n.mu.Lock()
-	count, running, removing := n.count, n.shards[shard] != nil, n.removing[shard]
+	running, removing := n.shards[k] != nil, n.removing[k]
 	n.mu.Unlock()
 	switch {
 	case n.runCtx.Err() != nil:
 		return ErrNotStarted
-	case shard < 0 || shard >= count:
-		return fmt.Errorf("%w: shard %d is outside 0..%d", ErrConfig, shard, count-1)
+	case numShards < 1:
+		return fmt.Errorf("%w: shard count %d", ErrConfig, numShards)
+	case shard < 0 || shard >= numShards:
+		return fmt.Errorf("%w: shard %d is outside 0..%d", ErrConfig, shard, numShards-1)
 	case running || removing:
-		return fmt.Errorf("%w: shard %d already runs here", ErrConfig, shard)
+		return fmt.Errorf("%w: shard %d/%d already runs here", ErrConfig, shard, numShards)
 	}
-	resumed := n.startShard(ctx, shard)
-	n.log.Info("shard added", "shard", shard, "resuming", resumed)
+	resumed := n.startShard(ctx, numShards, shard)
+	n.log.Info("shard added", "shard", shard, "shard_count", numShards, "resuming", resumed)
 	return nil
 }
 
-// Remove stops shard the way a shutdown does: the connection is closed with
-// a resumable code, what was read is published and acknowledged (or ctx
-// ends), and the session is saved, so that another node can RESUME it.
-// It returns ErrNotOwned when the shard does not run here.
-func (n *Node) Remove(ctx context.Context, shard int) error {
+// ShardCount returns the current generation's shard count (0 before Run
+// started the node).
+func (n *Node) ShardCount() int {
 	n.mu.Lock()
-	r := n.shards[shard]
-	if r == nil || n.removing[shard] {
+	defer n.mu.Unlock()
+	return n.count
+}
+
+// genMode is a generation's publish mode and the reshard's new count.
+type genMode struct {
+	mode     PublishMode
+	newCount int
+}
+
+// SetMode sets what the shards of numShards do with their events, now and
+// when more of them start; newCount is the shard count a reshard moves to
+// (content IDs name the event's shard in it). A reshard runs the
+// generations through these steps: the new one starts in ModeHold while
+// the old publishes; the old switches to ModeDedup, then the new; the old
+// to ModeHandover, and once every old shard handed over, the old holds and
+// the new publishes in batches again (see Promote). At each step the
+// broker's deduplication of the content IDs keeps exactly one copy of
+// every event either generation saw.
+func (n *Node) SetMode(numShards int, mode PublishMode, newCount int) {
+	n.mu.Lock()
+	if mode == ModePublish {
+		delete(n.modes, numShards)
+	} else {
+		n.modes[numShards] = genMode{mode, newCount}
+	}
+	var rs []*shardRunner
+	for k, r := range n.shards {
+		if k.count == numShards {
+			rs = append(rs, r)
+		}
+	}
+	n.mu.Unlock()
+	for _, r := range rs {
+		r.setMode(mode, newCount)
+	}
+}
+
+// Mode returns the publish mode of numShards' shards.
+func (n *Node) Mode(numShards int) PublishMode {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.modes[numShards].mode
+}
+
+// Promote makes numShards the current shard count: commands and Owns
+// address its shards from now on.
+func (n *Node) Promote(numShards int) {
+	n.mu.Lock()
+	old := n.count
+	n.count = numShards
+	n.mu.Unlock()
+	if old != numShards {
+		n.log.Info("shard count promoted", "from", old, "to", numShards)
+	}
+}
+
+// Remove stops shard of the current count the way a shutdown does: the
+// connection is closed with a resumable code, what was read is published
+// and acknowledged (or ctx ends), and the session is saved, so that
+// another node can RESUME it. It returns ErrNotOwned when the shard does
+// not run here.
+func (n *Node) Remove(ctx context.Context, shard int) error {
+	return n.Stop(ctx, n.ShardCount(), shard)
+}
+
+// Stop is Remove for shard of numShards.
+func (n *Node) Stop(ctx context.Context, numShards, shard int) error {
+	return n.stopShard(ctx, shardKey{numShards, shard}, false)
+}
+
+// Retire stops every shard of numShards, a generation a reshard replaced,
+// and deletes their saved sessions: nothing will resume them.
+func (n *Node) Retire(ctx context.Context, numShards int) error {
+	n.mu.Lock()
+	var keys []shardKey
+	for k := range n.shards {
+		if k.count == numShards {
+			keys = append(keys, k)
+		}
+	}
+	n.mu.Unlock()
+	var (
+		wg   sync.WaitGroup
+		emu  sync.Mutex
+		errs []error
+	)
+	for _, k := range keys {
+		wg.Go(func() {
+			if err := n.stopShard(ctx, k, true); err != nil && !errors.Is(err, ErrNotOwned) {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	n.mu.Lock()
+	delete(n.modes, numShards)
+	n.mu.Unlock()
+	if len(keys) > 0 {
+		n.log.Info("generation retired", "shard_count", numShards, "shards", len(keys))
+	}
+	return errors.Join(errs...)
+}
+
+// stopShard stops a shard; forget deletes its saved session instead of
+// saving it.
+func (n *Node) stopShard(ctx context.Context, k shardKey, forget bool) error {
+	shard := k.id
+	n.mu.Lock()
+	r := n.shards[k]
+	if r == nil || n.removing[k] {
 		n.mu.Unlock()
 		return ErrNotOwned
 	}
-	n.removing[shard] = true
+	n.removing[k] = true
 	n.mu.Unlock()
 	defer func() {
 		n.mu.Lock()
-		delete(n.removing, shard)
+		delete(n.removing, k)
 		n.mu.Unlock()
 	}()
 	r.step(r.m.Stop)
@@ -533,18 +712,25 @@ func (n *Node) Remove(ctx context.Context, shard int) error {
 	}
 	c := r.status().Counters
 	n.mu.Lock()
-	delete(n.shards, shard)
-	n.order = slices.DeleteFunc(n.order, func(id int) bool { return id == shard })
+	delete(n.shards, k)
+	n.order = slices.DeleteFunc(n.order, func(o shardKey) bool { return o == k })
 	n.retired.Identifies += c.Identifies
 	n.retired.Resumes += c.Resumes
 	n.retired.Reconnects += c.Reconnects
 	n.retired.Zombies += c.Zombies
 	n.retired.Silences += c.Silences
 	n.mu.Unlock()
+	if forget {
+		tok, _ := n.lease(k.count, shard)
+		if err := n.cfg.Store.DeleteSession(ctx, shard, k.count, tok); err != nil && !errors.Is(err, broker.ErrNotFound) {
+			return fmt.Errorf("gateway: deleting shard %d/%d's session: %w", shard, k.count, err)
+		}
+		return nil
+	}
 	if err := n.save(ctx, r, time.Now(), true); err != nil {
 		return fmt.Errorf("gateway: saving shard %d's session: %w", shard, err)
 	}
-	n.log.Info("shard removed", "shard", shard)
+	n.log.Info("shard removed", "shard", shard, "shard_count", k.count)
 	return nil
 }
 
@@ -563,6 +749,8 @@ func (n *Node) loadSession(ctx context.Context, shard, count int) (Session, brok
 	// between an ack and the next save): resume after the newest.
 	last, err := n.cfg.Store.LastBatch(ctx, shard)
 	switch {
+	case err == nil && last.NumShards != 0 && last.NumShards != count:
+		// Another generation's batch (a reshard): not this session's.
 	case err == nil:
 		if last.Session == s.ID && last.LastSeq > s.Seq {
 			s.Seq = last.LastSeq
@@ -586,8 +774,8 @@ func (n *Node) runners() []*shardRunner {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	rs := make([]*shardRunner, 0, len(n.order))
-	for _, id := range n.order {
-		rs = append(rs, n.shards[id])
+	for _, k := range n.order {
+		rs = append(rs, n.shards[k])
 	}
 	return rs
 }
@@ -608,12 +796,13 @@ func (n *Node) persist(ctx context.Context, force bool) {
 	}
 }
 
-// lease returns shard's fencing token and whether the node still holds it.
-func (n *Node) lease(shard int) (uint64, bool) {
+// lease returns the fencing token of shard of count and whether the node
+// still holds it.
+func (n *Node) lease(count, shard int) (uint64, bool) {
 	if n.cfg.Leases == nil {
 		return 0, true
 	}
-	return n.cfg.Leases.Lease(shard)
+	return n.cfg.Leases.Lease(count, shard)
 }
 
 // save stores r's session state when it changed (or, with force, when only
@@ -623,7 +812,7 @@ func (n *Node) save(ctx context.Context, r *shardRunner, now time.Time, force bo
 	if !changed {
 		return nil
 	}
-	tok, ok := n.lease(r.id)
+	tok, ok := n.lease(r.numShards, r.id)
 	if !ok {
 		return fmt.Errorf("gateway: shard %d: %w", r.id, ErrFenced)
 	}
@@ -646,7 +835,7 @@ func (n *Node) save(ctx context.Context, r *shardRunner, now time.Time, force bo
 // the connection's send limiter and refuses payloads over 4096 bytes.
 func (n *Node) Command(ctx context.Context, shard int, payload []byte) error {
 	n.mu.Lock()
-	r := n.shards[shard]
+	r := n.shards[shardKey{n.count, shard}]
 	n.mu.Unlock()
 	if r == nil {
 		return ErrNotOwned
@@ -654,11 +843,11 @@ func (n *Node) Command(ctx context.Context, shard int, payload []byte) error {
 	return r.command(ctx, payload)
 }
 
-// Owns reports whether this node runs shard.
+// Owns reports whether this node runs shard of the current count.
 func (n *Node) Owns(shard int) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.shards[shard] != nil
+	return n.shards[shardKey{n.count, shard}] != nil
 }
 
 // ShardStatus describes one shard.
@@ -666,6 +855,11 @@ type ShardStatus struct {
 	Shard     int    `json:"shard"`
 	NumShards int    `json:"num_shards"`
 	State     string `json:"state"`
+	// Mode is the shard's publish mode: publish, or during a reshard hold,
+	// dedup or handover (see Node.SetMode); HandedOver says, in handover,
+	// that every new shard this one fed has taken over.
+	Mode       string `json:"mode"`
+	HandedOver bool   `json:"handed_over,omitempty"`
 	// Offline: the shard was ready, lost its connection and failed at
 	// least once to get it back (see Machine.Offline).
 	Offline      bool          `json:"offline,omitempty"`
@@ -679,11 +873,14 @@ type ShardStatus struct {
 	// GUILD_CREATE and GUILD_DELETE (and saved with the session, so it
 	// survives a move); GuildsKnown is false until a READY or a saved
 	// count gave it a base.
-	Guilds       int       `json:"guilds"`
-	GuildsKnown  bool      `json:"guilds_known"`
-	Counters     Counters  `json:"counters"`
-	IdentifiedAt time.Time `json:"identified_at"` // the last IDENTIFY sent
-	ReadyAt      time.Time `json:"ready_at"`      // the last READY or RESUMED
+	Guilds      int  `json:"guilds"`
+	GuildsKnown bool `json:"guilds_known"`
+	// GuildsPending is how many of them are still due their GUILD_CREATE
+	// (READY's guilds arrive one by one).
+	GuildsPending int       `json:"guilds_pending"`
+	Counters      Counters  `json:"counters"`
+	IdentifiedAt  time.Time `json:"identified_at"` // the last IDENTIFY sent
+	ReadyAt       time.Time `json:"ready_at"`      // the last READY or RESUMED
 }
 
 // Condition is the state to show for the shard: "offline" when it is
@@ -695,7 +892,8 @@ func (s ShardStatus) Condition() string {
 	return s.State
 }
 
-// Status returns every shard's status, in start order.
+// Status returns every shard's status, in start order; during a reshard,
+// the shards of both generations (see ShardStatus.NumShards).
 func (n *Node) Status() []ShardStatus {
 	rs := n.runners()
 	out := make([]ShardStatus, len(rs))

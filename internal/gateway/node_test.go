@@ -448,13 +448,13 @@ func (l *testLeases) set(shard int, token uint64, ok bool) {
 	l.m[shard] = testLease{token, ok}
 }
 
-func (l *testLeases) Lost(shard int) {
+func (l *testLeases) Lost(_, shard int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lost = append(l.lost, shard)
 }
 
-func (l *testLeases) Lease(shard int) (uint64, bool) {
+func (l *testLeases) Lease(_, shard int) (uint64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	x := l.m[shard]

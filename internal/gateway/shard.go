@@ -49,6 +49,12 @@ type shardRunner struct {
 
 	events atomic.Int64  // dispatches read
 	done   chan struct{} // closed when run returns
+
+	// mode is the PublishMode (see Node.SetMode); the rest is the
+	// reshard's state, under dedupMu.
+	mode    atomic.Int32
+	dedupMu sync.Mutex
+	dedup   dedupState
 }
 
 func newShardRunner(n *Node, id, numShards int, resume Session, guilds int, pending []uint64) *shardRunner {
@@ -182,7 +188,7 @@ func (r *shardRunner) fenced(err error) {
 	r.n.log.Error("lease on the shard lost: stopping it without publishing further", "shard", r.id, "err", err)
 	r.step(r.m.Stop)
 	if r.n.cfg.Leases != nil {
-		r.n.cfg.Leases.Lost(r.id)
+		r.n.cfg.Leases.Lost(r.numShards, r.id)
 	}
 }
 
@@ -201,6 +207,9 @@ func (r *shardRunner) onPublished(c *broker.Batch, err error) {
 			r.silence.observe(subjectType(c.Subject), c.Count)
 		}
 		r.pubMu.Unlock()
+		if c.Dedup != "" && c.Duplicate {
+			r.tookOver(c.Dedup)
+		}
 		r.n.metrics.published.Add(int64(c.Count))
 	}
 	r.n.release(c)
@@ -225,7 +234,7 @@ func (r *shardRunner) checkSilence(now time.Time) {
 	ready := r.m.State() == StateReady
 	r.mu.Unlock()
 	r.pubMu.Lock()
-	if !ready {
+	if !ready || PublishMode(r.mode.Load()) == ModeHold { // held events are not published, so not observed
 		r.silence.reset() // a baseline spans one healthy session
 		r.silence.check(now)
 		r.pubMu.Unlock()
@@ -422,7 +431,20 @@ func (r *shardRunner) handle(isBinary bool, msg []byte) error {
 	conn := r.conn
 	r.mu.Unlock()
 	if h.Op == discord.OpDispatch && session != "" {
-		if err := r.batch.add(r.n.pubCtx, now, !r.more, session, h, payload); err != nil {
+		var err error
+		switch PublishMode(r.mode.Load()) {
+		case ModePublish:
+			err = r.batch.add(r.n.pubCtx, now, !r.more, session, h, payload)
+		case ModeHold:
+			r.hold(session, h.S)
+		case ModeDedup, ModeHandover:
+			if id, ok := r.dedupID(h); ok {
+				err = r.batch.addDedup(r.n.pubCtx, session, h, payload, id)
+			} else {
+				r.hold(session, h.S) // its new shard took over
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -477,7 +499,8 @@ func (r *shardRunner) status() ShardStatus {
 		Shard: r.id, NumShards: r.numShards, State: r.m.State().String(),
 		Latency: r.m.Latency(), Session: r.m.Session().ID, Seq: r.m.Session().Seq,
 		Counters: r.m.Counters(), IdentifiedAt: r.m.IdentifiedAt(), ReadyAt: r.m.ReadyAt(),
-		Guilds: r.guilds.n, GuildsKnown: r.guilds.observed, Offline: r.m.Offline(),
+		Guilds: r.guilds.n, GuildsKnown: r.guilds.observed, GuildsPending: len(r.guilds.pending), Offline: r.m.Offline(),
+		Mode: PublishMode(r.mode.Load()).String(), HandedOver: r.handedOver(),
 	}
 	if r.stopped != nil && !errors.Is(r.stopped, ErrStopped) {
 		st.Error = r.stopped.Error()

@@ -192,7 +192,8 @@ func (a *acker) await(e *entry) error {
 			for {
 				if a.expired {
 					select {
-					case <-ok:
+					case pa := <-ok:
+						e.batch.Duplicate = pa != nil && pa.Duplicate
 						return nil
 					case err = <-errc:
 						break wait
@@ -202,8 +203,9 @@ func (a *acker) await(e *entry) error {
 					}
 				}
 				select {
-				case <-ok:
+				case pa := <-ok:
 					a.fails = 0
+					e.batch.Duplicate = pa != nil && pa.Duplicate
 					return nil
 				case err = <-errc:
 					break wait

@@ -229,7 +229,11 @@ func (b *Broker) LastBatch(ctx context.Context, shard int) (broker.LastBatch, er
 	if err != nil {
 		return broker.LastBatch{}, fmt.Errorf("natsbroker: last batch of shard %d (stream seq %d): %w", shard, msg.Sequence, err)
 	}
-	return broker.LastBatch{Session: msg.Header.Get(broker.HeaderSession), LastSeq: last}, nil
+	lb := broker.LastBatch{Session: msg.Header.Get(broker.HeaderSession), LastSeq: last}
+	if _, n, ok := strings.Cut(msg.Header.Get(broker.HeaderShard), "/"); ok {
+		lb.NumShards, _ = strconv.Atoi(n)
+	}
+	return lb, nil
 }
 
 // parseSeq returns the last sequence number of a "<first>-<last>" header.

@@ -13,14 +13,30 @@ import (
 	"time"
 )
 
-// ShardRunner is the node an Agent drives: a gateway node adds and removes
-// shards as the coordinator assigns them.
+// ShardRunner is the node an Agent drives: a gateway node starts and stops
+// shards as the coordinator assigns them. Shards are named with their
+// shard count: during a reshard a node runs shards of both generations.
 type ShardRunner interface {
-	// Add starts shard, resuming its saved session when there is one.
-	Add(ctx context.Context, shard int) error
-	// Remove stops shard and saves its session, so another node can
-	// resume it.
-	Remove(ctx context.Context, shard int) error
+	// Start starts shard of numShards, resuming its saved session when
+	// there is one.
+	Start(ctx context.Context, numShards, shard int) error
+	// Stop stops shard of numShards and saves its session, so another
+	// node can resume it.
+	Stop(ctx context.Context, numShards, shard int) error
+}
+
+// Resharder is what a ShardRunner also implements to take part in
+// reshards (see the coordinator's POST /v1/reshard). A node without it
+// runs one shard count, and a reshard waits for it in vain.
+type Resharder interface {
+	// SetMode sets the publish mode of numShards' shards: publish, hold
+	// or dedup.
+	SetMode(numShards int, mode string)
+	// Promote makes numShards the count commands address.
+	Promote(numShards int)
+	// Retire stops every shard of numShards, a replaced generation, and
+	// forgets their sessions.
+	Retire(ctx context.Context, numShards int) error
 }
 
 // AgentConfig configures RunAgent.
@@ -46,19 +62,26 @@ type AgentConfig struct {
 // ShardReport is what a node says about one of its shards.
 type ShardReport struct {
 	Shard int `json:"shard"`
+	// NumShards is the shard's count: during a reshard a node runs shards
+	// of two. 0 means the current one.
+	NumShards int `json:"num_shards,omitempty"`
 	// State is the session's state (waiting, connecting, identifying,
 	// authenticating, resuming, ready, stopped).
 	State string `json:"state"`
+	// Mode is the publish mode (publish, hold, dedup; empty: publish).
+	Mode string `json:"mode,omitempty"`
 	// Guilds is how many guilds the session holds; nil until known.
-	Guilds     *int      `json:"guilds,omitempty"`
-	LatencyMS  float64   `json:"latency_ms"`
-	Events     int64     `json:"events"`
-	Identifies int64     `json:"identifies"`
-	Resumes    int64     `json:"resumes"`
-	Reconnects int64     `json:"reconnects"`
-	Zombies    int64     `json:"zombies"`
-	ReadyAt    time.Time `json:"ready_at,omitzero"`
-	Error      string    `json:"error,omitempty"`
+	// GuildsPending is how many of them have not arrived yet.
+	Guilds        *int      `json:"guilds,omitempty"`
+	GuildsPending int       `json:"guilds_pending,omitempty"`
+	LatencyMS     float64   `json:"latency_ms"`
+	Events        int64     `json:"events"`
+	Identifies    int64     `json:"identifies"`
+	Resumes       int64     `json:"resumes"`
+	Reconnects    int64     `json:"reconnects"`
+	Zombies       int64     `json:"zombies"`
+	ReadyAt       time.Time `json:"ready_at,omitzero"`
+	Error         string    `json:"error,omitempty"`
 }
 
 type held struct {
@@ -66,13 +89,46 @@ type held struct {
 	Token uint64 `json:"token"`
 }
 
-type orders struct {
+// genOrders are the orders for one shard generation.
+type genOrders struct {
 	ShardCount int    `json:"shard_count"`
-	LeaseTTLMS int64  `json:"lease_ttl_ms"`
+	Mode       string `json:"mode,omitempty"`
 	Assign     []held `json:"assign"`
 	Renewed    []held `json:"renewed"`
 	Revoke     []int  `json:"revoke"`
-	Drained    bool   `json:"drained"`
+}
+
+type orders struct {
+	genOrders
+	LeaseTTLMS int64 `json:"lease_ttl_ms"`
+	Drained    bool  `json:"drained"`
+	// Next are the orders for the generation a reshard starts.
+	Next *genOrders `json:"next,omitempty"`
+}
+
+// genBeat is what a heartbeat says about one shard generation.
+type genBeat struct {
+	ShardCount int           `json:"shard_count"`
+	Shards     []held        `json:"shards"`
+	Released   []held        `json:"released"`
+	Reports    []ShardReport `json:"reports,omitempty"`
+}
+
+// generation is the agent's record of the shards of one count.
+type generation struct {
+	count    int
+	mode     string
+	tokens   map[int]uint64 // shards running here (or starting, or stopping)
+	removing map[int]bool
+	released []held // stopped and saved, to report
+}
+
+func newGeneration(count int) *generation {
+	return &generation{count: count, tokens: map[int]uint64{}, removing: map[int]bool{}}
+}
+
+func (g *generation) empty() bool {
+	return g == nil || len(g.tokens) == 0 && len(g.removing) == 0 && len(g.released) == 0
 }
 
 // Agent runs a gateway node's shards as the coordinator leases them (see
@@ -80,6 +136,11 @@ type orders struct {
 // batch it publishes and each state it saves, whether it still holds the
 // shard's lease, so that a node cut off from the coordinator stops acting
 // as the owner before the coordinator gives the shard to another node.
+//
+// During a reshard the agent runs a second generation of shards beside
+// the first, with their own leases, and sets each generation's publish
+// mode as the coordinator orders; when the coordinator switches counts,
+// the new generation is promoted and the old one retired.
 type Agent struct {
 	c    *Client
 	cfg  AgentConfig
@@ -87,14 +148,14 @@ type Agent struct {
 
 	mu       sync.Mutex
 	capacity int
-	draining bool           // an operator drained this node
-	tokens   map[int]uint64 // shards running here (or starting, or stopping)
-	removing map[int]bool
-	released []held    // stopped and saved, to report
-	valid    time.Time // the leases are ours until then (see Lease)
+	draining bool        // an operator drained this node
+	cur      *generation // the coordinator's current count (count 0 until the first answer)
+	next     *generation // a reshard's new generation, or nil
+	valid    time.Time   // the leases are ours until then (see Lease)
 	ran      bool
 	runCtx   context.Context // Run's context, for stops Lost starts
 	wg       sync.WaitGroup
+	nudge    chan struct{} // a "beat" command: heartbeat now
 }
 
 // NewAgent returns the agent of node cfg.NodeID; Run starts it.
@@ -105,7 +166,7 @@ func (c *Client) NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.FirstInterval <= 0 {
 		cfg.FirstInterval = time.Second
 	}
-	return &Agent{c: c, cfg: cfg, capacity: cfg.Capacity, tokens: map[int]uint64{}, removing: map[int]bool{}}, nil
+	return &Agent{c: c, cfg: cfg, capacity: cfg.Capacity, cur: newGeneration(0), nudge: make(chan struct{}, 1)}, nil
 }
 
 // RunAgent is NewAgent followed by Run, for a node that does not fence
@@ -118,31 +179,55 @@ func (c *Client) RunAgent(ctx context.Context, node ShardRunner, cfg AgentConfig
 	return a.Run(ctx, node)
 }
 
-// Lease returns the fencing token of shard and whether this node may still
-// act as its owner: the shard is leased here and the coordinator heard from
-// the node less than three quarters of the lease TTL ago, counted from when
-// the last answered heartbeat was sent. The coordinator expires a lease a
-// whole TTL after it received the heartbeat, so the quarter left covers
-// batches still in flight and clocks that run at slightly different rates.
-func (a *Agent) Lease(shard int) (uint64, bool) {
+// gen returns the generation of count; the caller holds a.mu.
+func (a *Agent) gen(count int) *generation {
+	switch {
+	case a.cur.count == count:
+		return a.cur
+	case a.next != nil && a.next.count == count:
+		return a.next
+	}
+	return nil
+}
+
+// ShardCount returns the coordinator's current shard count, as of the
+// last heartbeat (0 before the first answer).
+func (a *Agent) ShardCount() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	tok, ok := a.tokens[shard]
+	return a.cur.count
+}
+
+// Lease returns the fencing token of shard of numShards and whether this
+// node may still act as its owner: the shard is leased here and the
+// coordinator heard from the node less than three quarters of the lease
+// TTL ago, counted from when the last answered heartbeat was sent. The
+// coordinator expires a lease a whole TTL after it received the heartbeat,
+// so the quarter left covers batches still in flight and clocks that run
+// at slightly different rates.
+func (a *Agent) Lease(numShards, shard int) (uint64, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g := a.gen(numShards)
+	if g == nil {
+		return 0, false
+	}
+	tok, ok := g.tokens[shard]
 	return tok, ok && time.Now().Before(a.valid)
 }
 
 // Lost is the node saying it stopped shard because its lease ran out (a
 // heartbeat answered too late, say): the agent removes it and reports it
 // released, so the coordinator can lease it again, here or elsewhere.
-func (a *Agent) Lost(shard int) {
+func (a *Agent) Lost(numShards, shard int) {
 	a.mu.Lock()
 	ctx := a.runCtx
 	a.mu.Unlock()
 	if ctx == nil || ctx.Err() != nil {
 		return
 	}
-	a.c.log.Warn("the node stopped a shard whose lease ran out; giving it back", "shard", shard)
-	a.stop(ctx, shard, true)
+	a.c.log.Warn("the node stopped a shard whose lease ran out; giving it back", "shard", shard, "shard_count", numShards)
+	a.stop(ctx, numShards, shard, true)
 }
 
 // Run registers the node with the coordinator and runs its shards as the
@@ -185,9 +270,9 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 			a.mu.Lock()
 			a.valid = sent.Add(3 * ttl / 4)
 			drained := a.draining || o.Drained
-			empty := len(a.tokens) == 0 && len(a.removing) == 0 && len(a.released) == 0
+			empty := a.cur.empty() && a.next.empty()
 			a.mu.Unlock()
-			if a.cfg.ExitWhenDrained && drained && empty && len(o.Assign) == 0 {
+			if a.cfg.ExitWhenDrained && drained && empty && len(o.Assign) == 0 && (o.Next == nil || len(o.Next.Assign) == 0) {
 				a.c.log.Info("drained: every shard handed off; the node exits")
 				return ErrDrained
 			}
@@ -206,9 +291,35 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-a.nudged():
 		case <-time.After(wait):
 		}
 	}
+}
+
+// genBeatLocked is generation g's part of a heartbeat.
+func genBeatLocked(g *generation, reports []ShardReport) genBeat {
+	b := genBeat{ShardCount: g.count, Shards: []held{}, Released: slices.Clone(g.released)}
+	if b.Released == nil {
+		b.Released = []held{}
+	}
+	for s, t := range g.tokens {
+		b.Shards = append(b.Shards, held{s, t})
+	}
+	slices.SortFunc(b.Shards, func(x, y held) int { return x.Shard - y.Shard })
+	for _, r := range reports {
+		n := r.NumShards
+		if n == 0 {
+			n = g.count
+		}
+		if _, ok := g.tokens[r.Shard]; ok && n == g.count {
+			if len(r.Error) > 1000 {
+				r.Error = r.Error[:1000] // the coordinator takes 1024 bytes
+			}
+			b.Reports = append(b.Reports, r)
+		}
+	}
+	return b
 }
 
 // beat sends one heartbeat.
@@ -221,28 +332,16 @@ func (a *Agent) beat(ctx context.Context, ttl time.Duration) (orders, error) {
 	}
 	a.mu.Lock()
 	body := struct {
-		Capacity int           `json:"capacity"`
-		Draining bool          `json:"draining"`
-		Shards   []held        `json:"shards"`
-		Released []held        `json:"released"`
-		Reports  []ShardReport `json:"reports,omitempty"`
-	}{Capacity: a.capacity, Draining: a.draining, Shards: []held{}, Released: slices.Clone(a.released)}
-	for s, t := range a.tokens {
-		body.Shards = append(body.Shards, held{s, t})
-	}
-	for _, r := range reports {
-		if _, ok := a.tokens[r.Shard]; ok {
-			if len(r.Error) > 1000 {
-				r.Error = r.Error[:1000] // the coordinator takes 1024 bytes
-			}
-			body.Reports = append(body.Reports, r)
-		}
+		Capacity int  `json:"capacity"`
+		Draining bool `json:"draining"`
+		genBeat
+		Next *genBeat `json:"next,omitempty"`
+	}{Capacity: a.capacity, Draining: a.draining, genBeat: genBeatLocked(a.cur, reports)}
+	if a.next != nil {
+		nb := genBeatLocked(a.next, reports)
+		body.Next = &nb
 	}
 	a.mu.Unlock()
-	if body.Released == nil {
-		body.Released = []held{}
-	}
-	slices.SortFunc(body.Shards, func(x, y held) int { return x.Shard - y.Shard })
 	timeout := 10 * time.Second
 	if ttl > 0 {
 		timeout = min(timeout, ttl/4)
@@ -254,7 +353,15 @@ func (a *Agent) beat(ctx context.Context, ttl time.Duration) (orders, error) {
 	if err == nil {
 		// The coordinator has these now.
 		a.mu.Lock()
-		a.released = slices.DeleteFunc(a.released, func(h held) bool { return slices.Contains(body.Released, h) })
+		forget := func(g *generation, sent []held) {
+			if g != nil {
+				g.released = slices.DeleteFunc(g.released, func(h held) bool { return slices.Contains(sent, h) })
+			}
+		}
+		forget(a.gen(body.ShardCount), body.Released)
+		if body.Next != nil {
+			forget(a.gen(body.Next.ShardCount), body.Next.Released)
+		}
 		a.mu.Unlock()
 	}
 	return o, err
@@ -262,79 +369,158 @@ func (a *Agent) beat(ctx context.Context, ttl time.Duration) (orders, error) {
 
 // apply carries out the coordinator's orders.
 func (a *Agent) apply(ctx context.Context, o orders) {
+	rs, _ := a.node.(Resharder)
+	var retire []int
 	a.mu.Lock()
+	switch {
+	case o.ShardCount <= 0 || o.ShardCount == a.cur.count:
+	case a.next != nil && a.next.count == o.ShardCount:
+		// The coordinator switched to the reshard's generation.
+		retire = append(retire, a.cur.count)
+		a.cur, a.next = a.next, nil
+	default:
+		// The first answer, or a count that changed without this node
+		// (it missed a whole reshard): what runs here is stale.
+		if a.cur.count != 0 {
+			retire = append(retire, a.cur.count)
+		}
+		a.cur = newGeneration(o.ShardCount)
+	}
+	if a.next != nil && (o.Next == nil || o.Next.ShardCount != a.next.count) {
+		retire = append(retire, a.next.count) // the reshard was called off
+		a.next = nil
+	}
+	if o.Next != nil && a.next == nil && o.Next.ShardCount != a.cur.count {
+		a.next = newGeneration(o.Next.ShardCount)
+	}
+	cur, next := a.cur, a.next
+	a.mu.Unlock()
+	if rs != nil {
+		rs.Promote(cur.count)
+	}
+	for _, n := range retire {
+		a.retire(ctx, n)
+	}
+	a.applyGen(ctx, rs, cur, o.genOrders)
+	if next != nil && o.Next != nil {
+		a.applyGen(ctx, rs, next, *o.Next)
+	}
+}
+
+// retire stops every shard of count in the background and forgets them.
+func (a *Agent) retire(ctx context.Context, count int) {
+	a.c.log.Info("retiring a replaced shard generation", "shard_count", count)
+	rs, ok := a.node.(Resharder)
+	if !ok {
+		return
+	}
+	a.wg.Go(func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := rs.Retire(rctx, count); err != nil {
+			a.c.log.Warn("retiring a shard generation", "shard_count", count, "err", err)
+		}
+	})
+}
+
+// applyGen carries out one generation's orders.
+func (a *Agent) applyGen(ctx context.Context, rs Resharder, g *generation, o genOrders) {
+	a.mu.Lock()
+	modeChanged := g.mode != o.Mode
+	g.mode = o.Mode
 	for _, r := range o.Renewed {
-		if _, ok := a.tokens[r.Shard]; ok {
-			a.tokens[r.Shard] = r.Token
+		if _, ok := g.tokens[r.Shard]; ok {
+			g.tokens[r.Shard] = r.Token
 		}
 	}
 	a.mu.Unlock()
+	if rs != nil {
+		mode := o.Mode
+		if mode == "" {
+			mode = "publish"
+		}
+		rs.SetMode(g.count, mode) // before new shards start: they take it
+		if modeChanged {
+			a.c.log.Info("publish mode", "shard_count", g.count, "mode", mode)
+		}
+	}
 	for _, s := range o.Assign {
 		a.mu.Lock()
-		_, running := a.tokens[s.Shard]
-		a.tokens[s.Shard] = s.Token
+		_, running := g.tokens[s.Shard]
+		g.tokens[s.Shard] = s.Token
 		a.mu.Unlock()
 		if running {
 			continue
 		}
-		if err := a.node.Add(ctx, s.Shard); err != nil {
-			a.c.log.Error("starting an assigned shard failed; giving it back", "shard", s.Shard, "err", err)
+		if err := a.node.Start(ctx, g.count, s.Shard); err != nil {
+			a.c.log.Error("starting an assigned shard failed; giving it back", "shard", s.Shard, "shard_count", g.count, "err", err)
 			a.mu.Lock()
-			delete(a.tokens, s.Shard)
-			a.released = append(a.released, s)
+			delete(g.tokens, s.Shard)
+			g.released = append(g.released, s)
 			a.mu.Unlock()
 			continue
 		}
-		a.c.log.Info("shard assigned", "shard", s.Shard, "token", s.Token)
+		a.c.log.Info("shard assigned", "shard", s.Shard, "shard_count", g.count, "token", s.Token)
 	}
 	for _, s := range o.Revoke {
-		a.stop(ctx, s, true)
+		a.stop(ctx, g.count, s, true)
 	}
 }
 
-// stop removes shard in the background; report says whether to report
-// it released afterwards.
-func (a *Agent) stop(ctx context.Context, shard int, report bool) {
+// stop removes shard of count in the background; report says whether to
+// report it released afterwards.
+func (a *Agent) stop(ctx context.Context, count, shard int, report bool) {
 	a.mu.Lock()
-	tok, ok := a.tokens[shard]
-	if !ok || a.removing[shard] {
+	g := a.gen(count)
+	if g == nil {
+		a.mu.Unlock()
+		return
+	}
+	tok, ok := g.tokens[shard]
+	if !ok || g.removing[shard] {
 		if !ok && report {
 			// Not running here (an assign that failed, or a restart): say so.
-			a.released = append(a.released, held{shard, 0})
+			g.released = append(g.released, held{shard, 0})
 		}
 		a.mu.Unlock()
 		return
 	}
-	a.removing[shard] = true
+	g.removing[shard] = true
 	a.mu.Unlock()
 	a.wg.Go(func() {
 		// The stop must finish even when the agent is stopping: the
 		// session is saved only once it does.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		err := a.node.Remove(rctx, shard)
+		err := a.node.Stop(rctx, count, shard)
 		if err != nil {
-			a.c.log.Warn("stopping a shard", "shard", shard, "err", err)
+			a.c.log.Warn("stopping a shard", "shard", shard, "shard_count", count, "err", err)
 		}
 		a.mu.Lock()
-		delete(a.tokens, shard)
-		delete(a.removing, shard)
+		delete(g.tokens, shard)
+		delete(g.removing, shard)
 		if report {
-			a.released = append(a.released, held{shard, tok})
+			g.released = append(g.released, held{shard, tok})
 		}
 		a.mu.Unlock()
-		a.c.log.Info("shard stopped", "shard", shard, "reported", report)
+		a.c.log.Info("shard stopped", "shard", shard, "shard_count", count, "reported", report)
 	})
 }
 
 // fence stops every shard: the coordinator has not heard from this node
 // for most of the lease TTL and will give them to others.
 func (a *Agent) fence(ctx context.Context) {
+	type gs struct{ count, shard int }
+	var shards []gs
 	a.mu.Lock()
-	shards := make([]int, 0, len(a.tokens))
-	for s := range a.tokens {
-		if !a.removing[s] {
-			shards = append(shards, s)
+	for _, g := range []*generation{a.cur, a.next} {
+		if g == nil {
+			continue
+		}
+		for s := range g.tokens {
+			if !g.removing[s] {
+				shards = append(shards, gs{g.count, s})
+			}
 		}
 	}
 	a.mu.Unlock()
@@ -343,7 +529,7 @@ func (a *Agent) fence(ctx context.Context) {
 	}
 	a.c.log.Error("coordinator unreachable for half the lease TTL: stopping every shard before its lease expires", "shards", len(shards))
 	for _, s := range shards {
-		a.stop(ctx, s, true)
+		a.stop(ctx, s.count, s.shard, true)
 	}
 }
 

@@ -26,7 +26,7 @@ type fakeNode struct {
 
 func newFakeNode() *fakeNode { return &fakeNode{shards: map[int]bool{}, fail: -1} }
 
-func (f *fakeNode) Add(ctx context.Context, shard int) error {
+func (f *fakeNode) Start(ctx context.Context, _, shard int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if shard == f.fail {
@@ -40,7 +40,7 @@ func (f *fakeNode) Add(ctx context.Context, shard int) error {
 	return nil
 }
 
-func (f *fakeNode) Remove(ctx context.Context, shard int) error {
+func (f *fakeNode) Stop(ctx context.Context, _, shard int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.shards[shard] {
@@ -242,7 +242,7 @@ func TestAgentLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := ag.Lease(0); ok {
+	if _, ok := ag.Lease(ag.ShardCount(), 0); ok {
 		t.Error("a lease before the first heartbeat")
 	}
 	n := newFakeNode()
@@ -267,18 +267,18 @@ func TestAgentLease(t *testing.T) {
 		t.Fatalf("leases %+v, %v", leases, err)
 	}
 	for _, l := range leases {
-		if tok, ok := ag.Lease(l.Shard); !ok || tok != l.Token {
+		if tok, ok := ag.Lease(ag.ShardCount(), l.Shard); !ok || tok != l.Token {
 			t.Errorf("Lease(%d) = %d, %v; the coordinator says %d", l.Shard, tok, ok, l.Token)
 		}
 	}
-	if _, ok := ag.Lease(7); ok {
+	if _, ok := ag.Lease(ag.ShardCount(), 7); ok {
 		t.Error("Lease(7) valid: not leased here")
 	}
 
 	hanging.Store(true)
 	waitUntil(t, "leases invalid", func() bool {
-		_, ok0 := ag.Lease(0)
-		_, ok1 := ag.Lease(1)
+		_, ok0 := ag.Lease(ag.ShardCount(), 0)
+		_, ok1 := ag.Lease(ag.ShardCount(), 1)
 		return !ok0 && !ok1
 	})
 	waitUntil(t, "shards stopped", func() bool { return len(n.running()) == 0 })
@@ -297,14 +297,14 @@ func TestAgentLease(t *testing.T) {
 	close(release)
 	// The coordinator answers again: the shards come back under new leases.
 	waitUntil(t, "shards back", func() bool { return len(n.running()) == 2 })
-	waitUntil(t, "valid again", func() bool { _, ok := ag.Lease(0); return ok })
+	waitUntil(t, "valid again", func() bool { _, ok := ag.Lease(ag.ShardCount(), 0); return ok })
 	// The node says it stopped shard 0 (its lease ran out): the agent
 	// removes it, reports it, and gets it back under a new token.
-	tok0, _ := ag.Lease(0)
+	tok0, _ := ag.Lease(ag.ShardCount(), 0)
 	addsBefore := n.addCount()
-	ag.Lost(0)
+	ag.Lost(ag.ShardCount(), 0)
 	waitUntil(t, "shard 0 re-added", func() bool { return n.addCount() > addsBefore && slices.Contains(n.running(), 0) })
-	waitUntil(t, "shard 0 under a new token", func() bool { tok, ok := ag.Lease(0); return ok && tok > tok0 })
+	waitUntil(t, "shard 0 under a new token", func() bool { tok, ok := ag.Lease(ag.ShardCount(), 0); return ok && tok > tok0 })
 	if err := ag.Run(ctx, n); err == nil {
 		t.Error("a second Run succeeded")
 	}

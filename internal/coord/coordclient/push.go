@@ -94,6 +94,9 @@ func (a *Agent) pushOnce(ctx context.Context) error {
 	}
 }
 
+// nudged is what a "beat" command signals: Run heartbeats at once.
+func (a *Agent) nudged() <-chan struct{} { return a.nudge }
+
 // errUnknownCommand answers a command type this node does not know.
 var errUnknownCommand = errors.New("unknown command")
 
@@ -106,11 +109,17 @@ func (a *Agent) run(ctx context.Context, cmd command) error {
 			return errors.New("restart_shard without a shard")
 		}
 		return a.restart(ctx, []int{*cmd.Shard})
+	case "beat":
+		select {
+		case a.nudge <- struct{}{}:
+		default:
+		}
+		return nil
 	case "respawn_all":
 		a.mu.Lock()
 		var shards []int
-		for s := range a.tokens {
-			if !a.removing[s] {
+		for s := range a.cur.tokens {
+			if !a.cur.removing[s] {
 				shards = append(shards, s)
 			}
 		}
@@ -140,10 +149,11 @@ func (a *Agent) restart(ctx context.Context, shards []int) error {
 	var errs []error
 	for _, s := range shards {
 		a.mu.Lock()
-		_, ok := a.tokens[s]
-		busy := a.removing[s]
+		g := a.cur
+		_, ok := g.tokens[s]
+		busy := g.removing[s]
 		if ok && !busy {
-			a.removing[s] = true // no revoke may stop it meanwhile
+			g.removing[s] = true // no revoke may stop it meanwhile
 		}
 		a.mu.Unlock()
 		if !ok || busy {
@@ -151,18 +161,18 @@ func (a *Agent) restart(ctx context.Context, shards []int) error {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err := a.node.Remove(rctx, s)
+		err := a.node.Stop(rctx, g.count, s)
 		if err == nil {
-			err = a.node.Add(rctx, s)
+			err = a.node.Start(rctx, g.count, s)
 		}
 		cancel()
 		a.mu.Lock()
-		delete(a.removing, s)
+		delete(g.removing, s)
 		if err != nil {
 			// Not running any more: give the lease back.
-			if tok, ok := a.tokens[s]; ok {
-				delete(a.tokens, s)
-				a.released = append(a.released, held{s, tok})
+			if tok, ok := g.tokens[s]; ok {
+				delete(g.tokens, s)
+				g.released = append(g.released, held{s, tok})
 			}
 		}
 		a.mu.Unlock()
