@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -206,6 +207,10 @@ func printStatus(w io.Writer, base string, st coord.Status, shards coord.ShardLi
 	if planErr == nil {
 		fmt.Fprintf(w, "Planner: %s, %d → %d shards: %s\n", plan.Action, plan.Current, plan.Target, plan.Reason)
 	}
+	if r := st.Reshard; r.Running() {
+		fmt.Fprintf(w, "Reshard: %d → %d (%s, since %s): %d of %d new shards ready; %s\n",
+			r.From, r.To, r.Phase, r.Started.Format("15:04:05"), r.Ready, r.To, r.Note)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(st.Nodes) > 0 {
 		fmt.Fprintln(w, "\nNodes:")
@@ -334,6 +339,7 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	client := apiFlags(fs, "GATEHOUSE_ADMIN_TOKEN")
 	to := fs.Int("to", 0, "the new shard `count` (required)")
 	dry := fs.Bool("dry-run", false, "print the plan only")
+	wait := fs.Bool("wait", true, "follow the reshard, printing each phase, until it is done")
 	if pos, err := parseInterspersed(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -360,6 +366,46 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := c.do(ctx, "POST", "/v1/reshard", map[string]any{"to": *to}, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "reshard to %d started; follow it with gatehouse status or on the dashboard\n", *to)
-	return nil
+	if !*wait {
+		fmt.Fprintf(stdout, "reshard to %d started; follow it with GET /v1/reshard, gatehouse status or on the dashboard\n", *to)
+		return nil
+	}
+	return followReshard(ctx, c, stdout)
+}
+
+// followReshard prints a reshard's phases and progress until it ends.
+func followReshard(ctx context.Context, c *apiClient, stdout io.Writer) error {
+	last := ""
+	for {
+		var st struct {
+			Reshard *coord.Reshard `json:"reshard"`
+		}
+		if err := c.do(ctx, "GET", "/v1/reshard", nil, &st); err != nil {
+			return err
+		}
+		r := st.Reshard
+		if r == nil {
+			return errors.New("reshard: the coordinator reports none (did it restart?)")
+		}
+		line := fmt.Sprintf("%s: %s", r.Phase, r.Note)
+		if r.Phase == coord.PhaseStarting {
+			line = fmt.Sprintf("starting: %d of %d new shards ready with their guilds", r.Ready, r.To)
+		}
+		if line != last {
+			fmt.Fprintf(stdout, "%s  %s\n", time.Now().Format("15:04:05"), line)
+			last = line
+		}
+		switch r.Phase {
+		case coord.PhaseDone:
+			fmt.Fprintf(stdout, "reshard %d → %d done in %s\n", r.From, r.To, r.Finished.Sub(r.Started).Round(100*time.Millisecond))
+			return nil
+		case coord.PhaseCancelled:
+			return fmt.Errorf("reshard %d → %d cancelled", r.From, r.To)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

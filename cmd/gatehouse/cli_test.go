@@ -83,8 +83,11 @@ func TestOperatorCommands(t *testing.T) {
 	if _, err := cli("reshard", "-to", "7", "-dry-run"); err == nil || !strings.Contains(err.Error(), "multiple of max_concurrency 2: try 8") {
 		t.Errorf("reshard to 7 at max_concurrency 2: %v", err)
 	}
-	if _, err := cli("reshard", "-to", "8"); err == nil || !strings.Contains(err.Error(), "501") {
-		t.Errorf("running a reshard: %v, want the coordinator's 501", err)
+	if out, err := cli("reshard", "-to", "8", "-wait=false"); err != nil || !strings.Contains(out, "reshard to 8 started") {
+		t.Errorf("starting a reshard: %v\n%s", err, out)
+	}
+	if _, err := cli("reshard", "-to", "8", "-wait=false"); err == nil || !strings.Contains(err.Error(), "under way") {
+		t.Errorf("a second reshard while one runs: %v, want the coordinator's 409", err)
 	}
 	if _, err := cli("reshard", "-to", "200", "-dry-run"); err == nil || !strings.Contains(err.Error(), "session-start budget has 100 left") {
 		t.Errorf("reshard over the budget: %v", err)

@@ -45,6 +45,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		beat       = fs.Duration("beat-timeout", 60*time.Second, "Shardman: free the shard of a worker that has not beaten for this long")
 		health     = fs.Duration("health-interval", 60*time.Second, "glance: an online shard without a health report for this long becomes unhealthy")
 		leaseTTL   = fs.Duration("lease-ttl", 15*time.Second, "a gateway node's shard leases last this long without a heartbeat (nodes beat every third of it); then its shards go to other nodes")
+		settle     = fs.Duration("reshard-settle", 2*time.Second, "reshard: how long each step of the switch to the new generation waits once every shard confirmed it, for events in flight between Discord's two sessions")
+		handover   = fs.Duration("reshard-handover-timeout", 30*time.Second, "reshard: end the handover after this long even if some old shard never saw its new shards take over (no traffic on them)")
+		autoResh   = fs.Bool("auto-reshard", false, "reshard on its own when the planner advises it (guilds past 80% of shards × 2,500, with hysteresis) and the identify budget covers it; a shard closed with 4011 reshards whatever this says")
 		aligned    = fs.Bool("bucket-aligned", false, "keep each identify bucket's shards on one gateway node where capacity allows")
 		connects   = fs.Int("connects-per-minute", 120, "Shardman connects allowed per client IP per minute")
 		queueOpen  = fs.Bool("queue-open", false, "serve twilight's /queue without a token, as the original does (private networks only)")
@@ -67,6 +70,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		},
 		MaxConcurrency: *maxConc, IdentifyInterval: *interval, IdentifyMargin: *margin, SessionStarts: -1,
 		BeatTimeout: *beat, HealthInterval: *health, QueueOpen: *queueOpen, ConnectsPerMinute: *connects, LeaseTTL: *leaseTTL, BucketAligned: *aligned, Logger: log,
+		ReshardSettle: *settle, ReshardHandoverTimeout: *handover, AutoReshard: *autoResh,
 	}
 	if cfg.Tokens.Admin == "" {
 		return usageError{"coordinator: set GATEHOUSE_ADMIN_TOKEN (and the node, worker and status tokens the deployment uses)"}

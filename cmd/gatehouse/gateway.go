@@ -206,7 +206,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			case <-cmdCtx.Done():
 				return
 			}
-			switch err := agent.Run(cmdCtx, node); {
+			switch err := agent.Run(cmdCtx, reshardingNode{node}); {
 			case errors.Is(err, coordclient.ErrDrained):
 				fmt.Fprintf(stdout, "gatehouse gateway: drained, every shard handed off; exiting\n")
 				drainedExit()
@@ -244,6 +244,18 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	err = node.Run(nodeCtx) // its errors already say "gateway: …"
 	cancelCmd()
 	return err
+}
+
+// reshardingNode lets a coordinator's agent run a node through reshards.
+type reshardingNode struct{ *gateway.Node }
+
+// SetMode implements coordclient.Resharder.
+func (n reshardingNode) SetMode(numShards int, mode string, newCount int) {
+	m, err := gateway.ParsePublishMode(mode)
+	if err != nil {
+		m = gateway.ModePublish // an order this build does not know: publish, never drop
+	}
+	n.Node.SetMode(numShards, m, newCount)
 }
 
 // serveStatus serves the node's shard states as JSON.
@@ -345,6 +357,7 @@ func shardReports(sts []gateway.ShardStatus) []coordclient.ShardReport {
 			Shard: st.Shard, State: st.Condition(), LatencyMS: float64(st.Latency) / float64(time.Millisecond), Events: st.Events,
 			Identifies: st.Counters.Identifies, Resumes: st.Counters.Resumes, Reconnects: st.Counters.Reconnects,
 			Zombies: st.Counters.Zombies, ReadyAt: st.ReadyAt, Error: st.Error,
+			NumShards: st.NumShards, Mode: st.Mode, GuildsPending: st.GuildsPending, HandedOver: st.HandedOver,
 		}
 		if st.GuildsKnown {
 			r.Guilds = &st.Guilds

@@ -164,7 +164,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 		case <-runCtx.Done():
 			return
 		}
-		if err := agent.Run(runCtx, node); err != nil {
+		if err := agent.Run(runCtx, reshardingNode{node}); err != nil {
 			sc.log.Error("coordinator agent stopped; the node runs no new shards", "err", err)
 		}
 	})

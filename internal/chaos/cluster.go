@@ -218,6 +218,24 @@ func (c *cluster) coordPost(ctx context.Context, path string, body any) error {
 	return nil
 }
 
+// coordGet gets a JSON answer from the coordinator with the admin token.
+func (c *cluster) coordGet(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+c.coordAddr+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("chaos: GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
 // coordUp reports whether the coordinator answers.
 func (c *cluster) coordUp(ctx context.Context) bool {
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+c.coordAddr+"/v1/shards", nil)

@@ -1,6 +1,8 @@
 package chaos
 
 import (
+	"github.com/gatehouse-dev/gatehouse/internal/discord"
+
 	"bytes"
 	"strconv"
 	"sync"
@@ -21,11 +23,15 @@ type collector struct {
 	maxGap      time.Duration       // longest wait between new events of one shard
 	gapShard    int                 // the shard of maxGap
 	measure     bool                // gaps count only while set
-	firstAt     time.Time           // the first line of process markGen after mark
-	markAt      time.Time           // set by mark
-	markGen     int                 // the consumer process mark waits for
-	gen         int                 // consumer processes started
-	bad         int64               // lines that did not parse
+	// gapCount, when set, keys gaps by each event's shard in this count
+	// (from its guild) instead of the shard that published it: across a
+	// reshard, a gap is a new shard's guilds waiting.
+	gapCount int
+	firstAt  time.Time // the first line of process markGen after mark
+	markAt   time.Time // set by mark
+	markGen  int       // the consumer process mark waits for
+	gen      int       // consumer processes started
+	bad      int64     // lines that did not parse
 }
 
 func newCollector() *collector {
@@ -64,6 +70,14 @@ func (c *collector) line(gen int, s string) {
 	}
 	c.keys[k] = struct{}{}
 	shard, _ := strconv.Atoi(string(shardStr))
+	if c.gapCount > 0 {
+		shard = 0 // DM-like events: shard 0 in every count
+		if g, ok := field(b, `"guild_id":"`, '"'); ok {
+			if id, err := strconv.ParseUint(string(g), 10, 64); err == nil {
+				shard = discord.ShardForGuild(discord.Snowflake(id), c.gapCount)
+			}
+		}
+	}
 	if c.measure {
 		if last, ok := c.lastByShard[shard]; ok && now.Sub(last) > c.maxGap {
 			c.maxGap, c.gapShard = now.Sub(last), shard

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
@@ -146,4 +147,77 @@ func silentShard(ctx context.Context, c *cluster) (time.Duration, string, error)
 		return 0, "", err
 	}
 	return time.Since(applied), "recovery is the silence of MESSAGE_CREATE on shard 1 to its RESUME (nodes run -silence-after 2s -silence-events 20); events the simulator did not send are not counted as produced", nil
+}
+
+// reshard: POST /v1/reshard to twice the shard count under load. The new
+// generation identifies beside the old, publishing moves to it (content IDs
+// deduplicated by the broker), the count switches and the old generation
+// closes: nothing lost or doubled, and no new shard's guilds wait longer
+// than the usual gaps.
+func reshard(ctx context.Context, c *cluster) (time.Duration, string, error) {
+	from, to := c.cfg.Shards, 2*c.cfg.Shards
+	c.col.mu.Lock()
+	c.col.gapCount = to
+	clear(c.col.lastByShard)
+	c.col.mu.Unlock()
+	before := c.sim.Stats()
+	if err := c.coordPost(ctx, "/v1/reshard", map[string]int{"to": to}); err != nil {
+		return 0, "", err
+	}
+	start := time.Now()
+	var r struct {
+		Phase    string    `json:"phase"`
+		Note     string    `json:"note"`
+		Started  time.Time `json:"started"`
+		Finished time.Time `json:"finished"`
+	}
+	phases := []string{}
+	err := waitFor(ctx, 120*time.Second, "the reshard to finish", func() bool {
+		var st struct {
+			Reshard *struct {
+				Phase    string    `json:"phase"`
+				Note     string    `json:"note"`
+				Started  time.Time `json:"started"`
+				Finished time.Time `json:"finished"`
+			} `json:"reshard"`
+		}
+		if c.coordGet(ctx, "/v1/reshard", &st) != nil || st.Reshard == nil {
+			return false
+		}
+		r = *st.Reshard
+		if len(phases) == 0 || phases[len(phases)-1] != r.Phase {
+			phases = append(phases, r.Phase)
+		}
+		return r.Phase == "done" || r.Phase == "cancelled"
+	})
+	if err != nil {
+		return 0, "", fmt.Errorf("%w (phase %s: %s)", err, r.Phase, r.Note)
+	}
+	rec := time.Since(start)
+	if r.Phase != "done" {
+		return rec, "", fmt.Errorf("the reshard ended %s: %s", r.Phase, r.Note)
+	}
+	// The nodes close the old generation on their next heartbeat.
+	err = c.waitSim(ctx, 2*c.cfg.LeaseTTL, "the old generation closed and the new one connected", func(st sim.Stats) bool {
+		old, cur := int64(0), int64(0)
+		for _, s := range st.Shards {
+			switch s.NumShards {
+			case from:
+				old += s.Connections
+			case to:
+				cur += s.Connections
+			}
+		}
+		return old == 0 && cur == int64(to)
+	})
+	if err != nil {
+		return rec, "", err
+	}
+	ids := c.sim.Stats().Identifies - before.Identifies
+	note := fmt.Sprintf("recovery is POST /v1/reshard %d → %d to the switch (phases %s; %s); %d IDENTIFYs, one per new shard; gaps are per shard of the new count",
+		from, to, strings.Join(phases, ", "), r.Note, ids)
+	if ids != int64(to) {
+		return rec, note, fmt.Errorf("%d IDENTIFYs, want %d (one per new shard)", ids, to)
+	}
+	return rec, note, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
@@ -75,6 +76,18 @@ type Config struct {
 	// ConnectsPerMinute caps Shardman connects and push-channel connections
 	// per client IP. Default 120.
 	ConnectsPerMinute int
+	// ReshardSettle is how long each step of a reshard's switch waits
+	// after every shard confirmed the step, for events still in flight
+	// between Discord's two sessions. Default 2s.
+	ReshardSettle time.Duration
+	// ReshardHandoverTimeout ends a reshard's handover when some old
+	// shard never sees its new shards take over (no traffic). Default 30s.
+	ReshardHandoverTimeout time.Duration
+	// AutoReshard starts a reshard on its own when the shard-count planner
+	// advises one (guilds past AutoReshardAt of N × 2,500, with
+	// hysteresis) and the plan fits the identify budget. A shard closed
+	// with 4011 starts one whatever this says.
+	AutoReshard bool
 	// State keeps the leases and the token counter across restarts (see
 	// Load); nil keeps them in memory only.
 	State StateStore
@@ -103,6 +116,8 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.BeatTimeout, 60*time.Second)
 	def(&c.LeaseTTL, 15*time.Second)
 	def(&c.HealthInterval, 60*time.Second)
+	def(&c.ReshardSettle, 2*time.Second)
+	def(&c.ReshardHandoverTimeout, 30*time.Second)
 	if c.MaxConcurrency < 1 {
 		c.MaxConcurrency = 1
 	}
@@ -149,7 +164,15 @@ type Coordinator struct {
 	// recommended is Discord's recommended shard count, from /gateway/bot;
 	// 0 until known.
 	recommended int
+	// count is the shard count in force: Config.ShardCount until a
+	// reshard switches it (read without the lock).
+	count atomic.Int64
+	// nextAuto is when the automatic reshard check runs next.
+	nextAuto time.Time
 }
+
+// shardCount returns the shard count in force.
+func (c *Coordinator) shardCount() int { return int(c.count.Load()) }
 
 // New validates cfg and returns a Coordinator.
 func New(cfg Config) (*Coordinator, error) {
@@ -180,6 +203,7 @@ func New(cfg Config) (*Coordinator, error) {
 		glance:   glanceBoard{interval: cfg.HealthInterval},
 		shardman: newShardman(cfg.ShardCount, cfg.BeatTimeout),
 	}
+	c.count.Store(int64(cfg.ShardCount))
 	// One namespace of shards: a shard leased to a node is not free for
 	// Shardman, and one a Shardman worker holds is not assigned to a node.
 	// Both run under c.mu.
@@ -240,6 +264,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 
 // sweep applies timeouts at now.
 func (c *Coordinator) sweep(now time.Time) {
+	c.stepReshard(now, true)
 	c.mu.Lock()
 	freed := c.shardman.expire(now)
 	unhealthy := c.glance.sweep(now)

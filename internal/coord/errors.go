@@ -29,8 +29,11 @@ var (
 	// ErrClosed: the coordinator is shutting down.
 	ErrClosed = errors.New("coord: shutting down")
 	// ErrNotImplemented: the request is valid, but this version cannot
-	// carry it out (running a reshard; its dry run works).
+	// carry it out.
 	ErrNotImplemented = errors.New("coord: not implemented")
+	// ErrConflict: the request conflicts with what runs (a reshard under
+	// way, or one that cannot start: its plan says why).
+	ErrConflict = errors.New("coord: conflict")
 )
 
 // retryError carries when a refused request may be retried.
@@ -74,6 +77,8 @@ func statusOf(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrNotImplemented):
 		return http.StatusNotImplemented
+	case errors.Is(err, ErrConflict):
+		return http.StatusConflict
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

@@ -41,6 +41,17 @@ type fleet struct {
 	// bucket is in flight, so if RESUMEs fail the IDENTIFYs they fall back
 	// to fit in one identify window and the bucket order holds.
 	handoffs map[int]handoff
+	// mode is the publish mode of this generation's shards during a
+	// reshard (hold, dedup, handover); empty: publish.
+	mode string
+	// next is the generation a reshard starts, leased to the same nodes
+	// beside this one (sharing nodes and drained); nil outside a reshard.
+	next *fleet
+	// reshard is the reshard under way, or the last one.
+	reshard *Reshard
+	// shardingRequired notes a shard report that Discord closed with
+	// 4011: the coordinator starts an emergency reshard.
+	shardingRequired bool
 }
 
 // handoff is a shard moving between live nodes.
@@ -67,6 +78,15 @@ type nodeBeat struct {
 	Capacity int `json:"capacity"`
 	// Draining asks for no new shards and for the held ones to move away.
 	Draining bool `json:"draining"`
+	genBeat
+	// Next is the node's part in a reshard's new generation.
+	Next *genBeat `json:"next,omitempty"`
+}
+
+// genBeat is what a heartbeat says about the shards of one count.
+type genBeat struct {
+	// ShardCount is the count of these shards; 0 means the coordinator's.
+	ShardCount int `json:"shard_count"`
 	// Shards are the shards the node runs, with their lease tokens.
 	Shards []heldShard `json:"shards"`
 	// Released are shards the node stopped (after a revoke) and saved.
@@ -79,12 +99,21 @@ type nodeBeat struct {
 // heartbeat.
 type ShardReport struct {
 	Shard int `json:"shard"`
+	// NumShards is the shard's count (0: the section's).
+	NumShards int `json:"num_shards,omitempty"`
 	// State is the session's state: waiting (for its identify turn),
 	// connecting, identifying, resuming, ready, stopped…
 	State string `json:"state"`
+	// Mode is the shard's publish mode during a reshard (hold, dedup,
+	// handover); HandedOver says, in handover, that every new shard it
+	// feeds took over.
+	Mode       string `json:"mode,omitempty"`
+	HandedOver bool   `json:"handed_over,omitempty"`
 	// Guilds is how many guilds the session holds; absent until known.
-	Guilds    *int    `json:"guilds,omitempty"`
-	LatencyMS float64 `json:"latency_ms"`
+	// GuildsPending is how many of them have not arrived yet.
+	Guilds        *int    `json:"guilds,omitempty"`
+	GuildsPending int     `json:"guilds_pending,omitempty"`
+	LatencyMS     float64 `json:"latency_ms"`
 	ShardCounters
 	Error string `json:"error,omitempty"`
 }
@@ -113,8 +142,22 @@ type reported struct {
 
 // nodeOrders is the answer to a heartbeat.
 type nodeOrders struct {
-	ShardCount int   `json:"shard_count"`
+	genOrders
 	LeaseTTLMS int64 `json:"lease_ttl_ms"`
+	// Drained says an operator drained the node: it gets no shards, and
+	// gives its own up one by one as other nodes can take them.
+	Drained bool `json:"drained,omitempty"`
+	// Next are the orders for a reshard's new generation. A node whose
+	// current count differs from ShardCount retires its shards of other
+	// counts (after a reshard switched, or one it missed).
+	Next *genOrders `json:"next,omitempty"`
+}
+
+// genOrders are the orders for the shards of one count.
+type genOrders struct {
+	ShardCount int `json:"shard_count"`
+	// Mode is the publish mode of these shards (see ShardReport.Mode).
+	Mode string `json:"mode,omitempty"`
 	// Assign are shards to start now, each with its new lease token.
 	Assign []heldShard `json:"assign"`
 	// Renewed are the held shards whose leases were renewed, with tokens
@@ -123,9 +166,6 @@ type nodeOrders struct {
 	// Revoke are shards to stop, save and report released: moved to
 	// another node, or no longer leased to this one.
 	Revoke []int `json:"revoke"`
-	// Drained says an operator drained the node: it gets no shards, and
-	// gives its own up one by one as other nodes can take them.
-	Drained bool `json:"drained,omitempty"`
 }
 
 func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int, firstToken uint64) (*fleet, error) {
@@ -133,7 +173,7 @@ func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int, fir
 	if err != nil {
 		return nil, err
 	}
-	return &fleet{count: count, ttl: t.TTL(), bucketAligned: bucketAligned, maxConc: maxConc, leases: t, nodes: map[string]*fleetNode{}}, nil
+	return &fleet{count: count, ttl: t.TTL(), bucketAligned: bucketAligned, maxConc: maxConc, leases: t, nodes: map[string]*fleetNode{}, drained: map[string]bool{}}, nil
 }
 
 // beat applies node id's heartbeat at now and returns its orders.
@@ -144,21 +184,6 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 	if b.Capacity < 0 {
 		return nodeOrders{}, fmt.Errorf("%w: capacity %d is negative", ErrBadRequest, b.Capacity)
 	}
-	for _, h := range append(slices.Clone(b.Shards), b.Released...) {
-		if h.Shard < 0 || h.Shard >= f.count {
-			return nodeOrders{}, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, h.Shard, f.count)
-		}
-	}
-	for _, r := range b.Reports {
-		switch {
-		case r.Shard < 0 || r.Shard >= f.count:
-			return nodeOrders{}, fmt.Errorf("%w: report on shard %d, out of range for %d shards", ErrBadRequest, r.Shard, f.count)
-		case len(r.State) > 32 || len(r.Error) > 1024:
-			return nodeOrders{}, fmt.Errorf("%w: report on shard %d: state or error too long", ErrBadRequest, r.Shard)
-		case r.Guilds != nil && *r.Guilds < 0:
-			return nodeOrders{}, fmt.Errorf("%w: report on shard %d: negative guild count", ErrBadRequest, r.Shard)
-		}
-	}
 	f.expire(now)
 	f.dirty = true // renewals move expiry times, at least
 	n := f.nodes[id]
@@ -167,8 +192,56 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 		f.nodes[id] = n
 	}
 	n.capacity, n.draining, n.lastSeen = b.Capacity, b.Draining, now
-	o := nodeOrders{ShardCount: f.count, LeaseTTLMS: f.ttl.Milliseconds(), Assign: []heldShard{}, Renewed: []heldShard{}, Revoke: []int{},
-		Drained: f.drained[id]}
+	// Each section of the beat goes to the generation of its count; a
+	// section of another count (a generation a reshard replaced) gets no
+	// answer: the node retires it on seeing the current count.
+	var cur, next genBeat
+	for _, sec := range []*genBeat{&b.genBeat, b.Next} {
+		switch {
+		case sec == nil:
+		case sec.ShardCount == 0 || sec.ShardCount == f.count:
+			cur = *sec
+		case f.next != nil && sec.ShardCount == f.next.count:
+			next = *sec
+		}
+	}
+	o := nodeOrders{LeaseTTLMS: f.ttl.Milliseconds(), Drained: f.drained[id]}
+	var err error
+	if o.genOrders, err = f.genBeat(now, id, cur); err != nil {
+		return nodeOrders{}, err
+	}
+	if f.next != nil {
+		no, err := f.next.genBeat(now, id, next)
+		if err != nil {
+			return nodeOrders{}, err
+		}
+		o.Next = &no
+	}
+	return o, nil
+}
+
+// genBeat applies node id's heartbeat on this generation's shards.
+func (f *fleet) genBeat(now time.Time, id string, b genBeat) (genOrders, error) {
+	for _, h := range append(slices.Clone(b.Shards), b.Released...) {
+		if h.Shard < 0 || h.Shard >= f.count {
+			return genOrders{}, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, h.Shard, f.count)
+		}
+	}
+	for _, r := range b.Reports {
+		switch {
+		case r.NumShards != 0 && r.NumShards != f.count:
+			return genOrders{}, fmt.Errorf("%w: report on shard %d/%d among shards of %d", ErrBadRequest, r.Shard, r.NumShards, f.count)
+		case r.Shard < 0 || r.Shard >= f.count:
+			return genOrders{}, fmt.Errorf("%w: report on shard %d, out of range for %d shards", ErrBadRequest, r.Shard, f.count)
+		case len(r.State) > 32 || len(r.Error) > 1024:
+			return genOrders{}, fmt.Errorf("%w: report on shard %d: state or error too long", ErrBadRequest, r.Shard)
+		case r.Guilds != nil && *r.Guilds < 0, r.GuildsPending < 0:
+			return genOrders{}, fmt.Errorf("%w: report on shard %d: negative guild count", ErrBadRequest, r.Shard)
+		case len(r.Mode) > 16:
+			return genOrders{}, fmt.Errorf("%w: report on shard %d: mode too long", ErrBadRequest, r.Shard)
+		}
+	}
+	o := genOrders{ShardCount: f.count, Mode: f.mode, Assign: []heldShard{}, Renewed: []heldShard{}, Revoke: []int{}}
 	for _, r := range b.Released {
 		// Released by its holder: free for the next node. A stale report
 		// (the lease moved on) changes nothing.
@@ -199,7 +272,7 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 	f.report(now, id, b.Reports)
 	plan, err := f.plan(now)
 	if err != nil {
-		return nodeOrders{}, err
+		return genOrders{}, err
 	}
 	f.settleHandoffs(now)
 	for _, m := range plan.Moves {
@@ -275,6 +348,9 @@ func (f *fleet) report(now time.Time, id string, reports []ShardReport) {
 		if !ok || l.Holder != id || !l.Live(now) {
 			continue
 		}
+		if closedSharding(r) {
+			f.shardingRequired = true
+		}
 		nr := reported{ShardReport: r, node: id, at: now, since: now}
 		if p, ok := prev[r.Shard]; ok {
 			if p.State == r.State {
@@ -329,6 +405,9 @@ func (f *fleet) expire(now time.Time) []lease.Lease {
 		}
 	}
 	expired := f.leases.Expire(now)
+	if f.next != nil {
+		expired = append(expired, f.next.leases.Expire(now)...)
+	}
 	if len(expired) > 0 {
 		f.dirty = true
 	}
@@ -367,7 +446,11 @@ func (f *fleet) leave(id string) []lease.Lease {
 	delete(f.nodes, id)
 	delete(f.drained, id)
 	f.dirty = true
-	return f.leases.ReleaseHolder(id)
+	released := f.leases.ReleaseHolder(id)
+	if f.next != nil {
+		released = append(released, f.next.leases.ReleaseHolder(id)...)
+	}
+	return released
 }
 
 // NodeInfo is a node as the status API shows it.

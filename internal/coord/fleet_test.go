@@ -21,7 +21,7 @@ func TestFleetTranscript(t *testing.T) {
 	}
 	var got []string
 	beat := func(at time.Duration, id string, shards, released []heldShard) nodeOrders {
-		o, err := f.beat(t0.Add(at), id, nodeBeat{Shards: shards, Released: released})
+		o, err := f.beat(t0.Add(at), id, nodeBeat{genBeat: genBeat{Shards: shards, Released: released}})
 		if err != nil {
 			t.Fatalf("beat %s at %v: %v", id, at, err)
 		}
@@ -66,7 +66,7 @@ func TestFleetTranscript(t *testing.T) {
 
 	// A restarted coordinator adopts what nodes report, under new tokens.
 	f2, _ := newFleet(4, 9*time.Second, false, 1, 1)
-	o, err := f2.beat(t0, "b", nodeBeat{Shards: h(0, 7, 1, 8, 2, 5, 3, 6)})
+	o, err := f2.beat(t0, "b", nodeBeat{genBeat: genBeat{Shards: h(0, 7, 1, 8, 2, 5, 3, 6)}})
 	if err != nil || len(o.Renewed) != 4 || len(o.Revoke) != 0 || len(o.Assign) != 0 {
 		t.Errorf("after a coordinator restart: %+v %v", o, err)
 	}
@@ -89,8 +89,8 @@ func TestFleetBadBeats(t *testing.T) {
 		{"", nodeBeat{}, "node ID"},
 		{strings.Repeat("x", 129), nodeBeat{}, "node ID"},
 		{"a", nodeBeat{Capacity: -1}, "negative"},
-		{"a", nodeBeat{Shards: []heldShard{{4, 1}}}, "out of range"},
-		{"a", nodeBeat{Released: []heldShard{{-1, 1}}}, "out of range"},
+		{"a", nodeBeat{genBeat: genBeat{Shards: []heldShard{{4, 1}}}}, "out of range"},
+		{"a", nodeBeat{genBeat: genBeat{Released: []heldShard{{-1, 1}}}}, "out of range"},
 	} {
 		if _, err := f.beat(time.Unix(0, 0), tc.id, tc.b); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("beat(%q, %+v) = %v, want %q", tc.id, tc.b, err, tc.want)
@@ -111,7 +111,7 @@ func TestFleetDraining(t *testing.T) {
 	if len(o.Assign) != 1 {
 		t.Fatalf("b: assigned %v, want the one left", o.Assign)
 	}
-	o, _ = f.beat(t0.Add(time.Second), "a", nodeBeat{Draining: true, Shards: o2held(f, "a")})
+	o, _ = f.beat(t0.Add(time.Second), "a", nodeBeat{Draining: true, genBeat: genBeat{Shards: o2held(f, "a")}})
 	if len(o.Revoke) != 3 {
 		t.Errorf("draining a: revoke %v, want all 3", o.Revoke)
 	}
@@ -139,7 +139,7 @@ func TestFleetDrainOneByOne(t *testing.T) {
 	var bHeld []int
 	bBeat := func(sec int, ready []ShardReport) {
 		t.Helper()
-		o, err := f.beat(at(sec), "b", nodeBeat{Shards: o2held(f, "b"), Reports: ready})
+		o, err := f.beat(at(sec), "b", nodeBeat{genBeat: genBeat{Shards: o2held(f, "b"), Reports: ready}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func TestFleetDrainOneByOne(t *testing.T) {
 				held = append(held, heldShard{l.Shard, l.Token})
 			}
 		}
-		o, err := f.beat(at(sec), "a", nodeBeat{Shards: held, Released: rel})
+		o, err := f.beat(at(sec), "a", nodeBeat{genBeat: genBeat{Shards: held, Released: rel}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +273,7 @@ func TestFleetNodeRestart(t *testing.T) {
 	if err != nil || len(o.Assign) != 2 {
 		t.Fatalf("first beat: %+v, %v", o, err)
 	}
-	o, err = f.beat(t0.Add(time.Second), "a", nodeBeat{Shards: o.Assign})
+	o, err = f.beat(t0.Add(time.Second), "a", nodeBeat{genBeat: genBeat{Shards: o.Assign}})
 	if err != nil || len(o.Renewed) != 2 || len(o.Assign) != 0 {
 		t.Fatalf("renewal: %+v, %v", o, err)
 	}

@@ -40,6 +40,8 @@ func (c *Coordinator) routes() []route {
 		{method: "GET", pattern: "/v1/nodes/{node}/push", role: RoleNode, h: c.pushChannel},
 		{method: "POST", pattern: "/v1/commands", role: RoleAdmin, h: c.postCommand},
 		{method: "POST", pattern: "/v1/reshard", role: RoleAdmin, h: c.reshardPost},
+		{method: "GET", pattern: "/v1/reshard", role: RoleAdmin, h: c.reshardGet},
+		{method: "DELETE", pattern: "/v1/reshard", role: RoleAdmin, h: c.reshardDelete},
 		{method: "GET", pattern: "/v1/nodes", role: RoleStatus, h: c.nodeList},
 		{method: "GET", pattern: "/v1/leases", role: RoleStatus, h: c.leaseList},
 		{method: "GET", pattern: "/v1/shards", role: RoleStatus, h: c.shardList},
@@ -122,14 +124,20 @@ func (c *Coordinator) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 // parseShard reads a shard number, which must be below the deployment's
-// shard count.
+// shard count (or a reshard's new count, while one runs).
 func (c *Coordinator) parseShard(s string) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%w: shard %q is not a non-negative number", ErrBadRequest, s)
 	}
-	if n >= c.cfg.ShardCount {
-		return 0, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, n, c.cfg.ShardCount)
+	limit := c.shardCount()
+	c.mu.Lock()
+	if c.fleet.next != nil {
+		limit = max(limit, c.fleet.next.count) // a reshard's new generation identifies too
+	}
+	c.mu.Unlock()
+	if n >= limit {
+		return 0, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, n, limit)
 	}
 	return n, nil
 }
@@ -243,8 +251,8 @@ func (c *Coordinator) guildLookup(w http.ResponseWriter, r *http.Request) error 
 	if err != nil || id == 0 {
 		return fmt.Errorf("%w: guild %q is not a snowflake", ErrBadRequest, r.PathValue("guild"))
 	}
-	shard := discord.ShardForGuild(discord.Snowflake(id), c.cfg.ShardCount)
-	ans := guildAnswer{GuildID: strconv.FormatUint(id, 10), Shard: shard, ShardCount: c.cfg.ShardCount}
+	shard := discord.ShardForGuild(discord.Snowflake(id), c.shardCount())
+	ans := guildAnswer{GuildID: strconv.FormatUint(id, 10), Shard: shard, ShardCount: c.shardCount()}
 	c.mu.Lock()
 	info := c.shardInfoLocked(time.Now(), shard)
 	c.mu.Unlock()

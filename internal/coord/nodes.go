@@ -19,12 +19,14 @@ func (c *Coordinator) nodeHeartbeat(w http.ResponseWriter, r *http.Request) erro
 		return fmt.Errorf("%w: heartbeat body: %v", ErrBadRequest, err)
 	}
 	id := r.PathValue("node")
+	now := time.Now()
 	c.mu.Lock()
-	o, err := c.fleet.beat(time.Now(), id, b)
+	o, err := c.fleet.beat(now, id, b)
 	c.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	c.stepReshard(now, false)
 	if len(o.Assign) > 0 || len(o.Revoke) > 0 {
 		c.log.Info("node orders", "node", id, "assign", len(o.Assign), "revoke", o.Revoke)
 	}

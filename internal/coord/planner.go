@@ -33,13 +33,13 @@ func (c *Coordinator) Planner(now time.Time) (PlannerState, error) {
 	if rec == 0 {
 		rec = 1
 	}
-	d, st, err := c.planner.Plan(shard.Input{Recommended: rec, MaxConcurrency: c.cfg.MaxConcurrency, Current: c.cfg.ShardCount,
+	d, st, err := c.planner.Plan(shard.Input{Recommended: rec, MaxConcurrency: c.cfg.MaxConcurrency, Current: c.shardCount(),
 		Guilds: guilds, Now: now}, c.plan)
 	if err != nil {
 		return PlannerState{}, err
 	}
 	c.plan = st
-	return PlannerState{Current: c.cfg.ShardCount, Recommended: c.recommended, MaxConcurrency: c.cfg.MaxConcurrency,
+	return PlannerState{Current: c.shardCount(), Recommended: c.recommended, MaxConcurrency: c.cfg.MaxConcurrency,
 		Reported: d.Reported, Guilds: d.Guilds, Action: d.Action.String(), Target: d.Count, Needed: d.Needed,
 		Reason: d.Reason, Reshard: d.Reshard()}, nil
 }

@@ -36,6 +36,7 @@ const (
 	CmdDrain        = "drain"         // move every shard away; take no new ones
 	CmdUndrain      = "undrain"       // take shards again
 	CmdConfig       = "config"        // change the node's capacity
+	cmdBeat         = "beat"          // heartbeat now (a reshard's step; sent by the coordinator itself)
 )
 
 // CommandAck is a node's answer to a command.
@@ -251,8 +252,8 @@ func (c *Coordinator) checkCommand(req commandRequest) (Command, error) {
 	}
 	switch cmd.Type {
 	case CmdRestartShard:
-		if cmd.Shard == nil || *cmd.Shard < 0 || *cmd.Shard >= c.cfg.ShardCount {
-			return cmd, fmt.Errorf("%w: restart_shard needs a shard below %d", ErrBadRequest, c.cfg.ShardCount)
+		if cmd.Shard == nil || *cmd.Shard < 0 || *cmd.Shard >= c.shardCount() {
+			return cmd, fmt.Errorf("%w: restart_shard needs a shard below %d", ErrBadRequest, c.shardCount())
 		}
 	case CmdRespawnAll, CmdDrain, CmdUndrain:
 	case CmdConfig:

@@ -54,12 +54,12 @@ func (c *Coordinator) PlanReshard(now time.Time, to int) (ReshardPlan, error) {
 	for _, g := range guilds {
 		total += int64(g)
 	}
-	if len(guilds) > 0 && len(guilds) < c.cfg.ShardCount {
-		total = total * int64(c.cfg.ShardCount) / int64(len(guilds)) // shards not reporting count at the mean
+	if len(guilds) > 0 && len(guilds) < c.shardCount() {
+		total = total * int64(c.shardCount()) / int64(len(guilds)) // shards not reporting count at the mean
 	}
 	interval := c.cfg.IdentifyInterval + max(c.cfg.IdentifyMargin, 0)
 	p := ReshardPlan{
-		From: c.cfg.ShardCount, To: to, MaxConcurrency: mc, Identifies: to,
+		From: c.shardCount(), To: to, MaxConcurrency: mc, Identifies: to,
 		Rounds: (to + mc - 1) / mc, ETASeconds: shard.StartTime(to, mc, interval).Seconds(),
 		SessionStartsRemaining: q.Remaining, Reserve: max(mc, to/10), BudgetResetAt: q.ResetAt,
 		Problems: []string{},
@@ -107,6 +107,132 @@ func (c *Coordinator) PlanReshard(now time.Time, to int) (ReshardPlan, error) {
 // with 4011.
 const discordMaxGuildsPerShard = 2500
 
+// StartReshard starts a reshard to `to` shards (see Reshard), after the
+// pre-flight: it refuses with ErrConflict, and the plan's problems, when
+// the plan cannot run, when a reshard is under way, or while Shardman
+// workers hold shards (they run one count and must be restarted with the
+// new one).
+func (c *Coordinator) StartReshard(now time.Time, to int, trigger string) (ReshardPlan, error) {
+	plan, err := c.PlanReshard(now, to)
+	if err != nil {
+		return plan, err
+	}
+	if len(plan.Problems) > 0 {
+		return plan, fmt.Errorf("%w: the reshard cannot run: %s", ErrConflict, strings.Join(plan.Problems, "; "))
+	}
+	c.mu.Lock()
+	if n := len(c.shardman.byID); n > 0 {
+		c.mu.Unlock()
+		return plan, fmt.Errorf("%w: %d Shardman workers hold shards of the current count; a reshard moves gateway nodes only", ErrConflict, n)
+	}
+	err = c.fleet.startReshard(now, to, trigger, time.Duration(plan.ETASeconds*float64(time.Second)))
+	c.mu.Unlock()
+	if err != nil {
+		return plan, err
+	}
+	c.log.Info("reshard started", "from", plan.From, "to", to, "trigger", trigger, "identifies", plan.Identifies, "eta", time.Duration(plan.ETASeconds*float64(time.Second)).Round(time.Second))
+	c.nudgeNodes()
+	return plan, nil
+}
+
+// CurrentReshard returns the reshard under way or the last one, nil when
+// there was none.
+func (c *Coordinator) CurrentReshard() *Reshard {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fleet.reshard == nil {
+		return nil
+	}
+	r := *c.fleet.reshard
+	return &r
+}
+
+// stepReshard moves a reshard on, starts one when a shard closed with
+// 4011 (and, with AutoReshard, when the planner advises one), and tells
+// the nodes at once when its phase changed. sweep says it runs from the
+// timer, not a heartbeat.
+func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
+	c.mu.Lock()
+	changed, switched := c.fleet.stepReshard(now, reshardTiming{settle: c.cfg.ReshardSettle, handoverTimeout: c.cfg.ReshardHandoverTimeout})
+	var r Reshard
+	if c.fleet.reshard != nil {
+		r = *c.fleet.reshard
+	}
+	if switched {
+		c.count.Store(int64(r.To))
+		if len(c.shardman.byID) == 0 {
+			sm := newShardman(r.To, c.cfg.BeatTimeout)
+			sm.taken = c.shardman.taken
+			c.shardman = sm
+		}
+	}
+	emergency := c.fleet.shardingRequired && !r.Running()
+	c.fleet.shardingRequired = false
+	auto := sweep && c.cfg.AutoReshard && !r.Running() && !now.Before(c.nextAuto)
+	if auto {
+		c.nextAuto = now.Add(30 * time.Second)
+	}
+	c.mu.Unlock()
+	if changed {
+		c.log.Info("reshard", "phase", r.Phase, "from", r.From, "to", r.To, "note", r.Note)
+		c.nudgeNodes()
+	}
+	switch {
+	case emergency:
+		to := c.emergencyTarget(now)
+		c.log.Error("Discord closed a shard with 4011 (sharding required): resharding now", "from", c.shardCount(), "to", to)
+		if _, err := c.StartReshard(now, to, "emergency"); err != nil {
+			c.log.Error("the emergency reshard cannot start", "to", to, "err", err)
+		}
+	case auto:
+		st, err := c.Planner(now)
+		if err != nil || !st.Reshard || st.Target == c.shardCount() {
+			return
+		}
+		if _, err := c.StartReshard(now, st.Target, "auto"); err != nil {
+			c.log.Warn("the planner advises a reshard that cannot start", "to", st.Target, "err", err)
+		}
+	}
+}
+
+// emergencyTarget is the count an emergency reshard moves to: the
+// planner's target when it is higher, else the next count (a multiple of
+// max_concurrency) at least twice the current one's guilds allow.
+func (c *Coordinator) emergencyTarget(now time.Time) int {
+	cur := c.shardCount()
+	if st, err := c.Planner(now); err == nil && st.Target > cur {
+		return st.Target
+	}
+	mc := max(c.cfg.MaxConcurrency, 1)
+	return (2*cur + mc - 1) / mc * mc
+}
+
+// nudgeNodes asks every node on the push channel to heartbeat now, so a
+// reshard's next step does not wait for their next beat.
+func (c *Coordinator) nudgeNodes() {
+	c.push.send("*", Command{ID: c.push.nextID(), Type: cmdBeat})
+}
+
+func (c *Coordinator) reshardGet(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, struct {
+		Reshard *Reshard `json:"reshard"`
+	}{c.CurrentReshard()})
+	return nil
+}
+
+func (c *Coordinator) reshardDelete(w http.ResponseWriter, r *http.Request) error {
+	now := time.Now()
+	c.mu.Lock()
+	err := c.fleet.cancelReshard(now)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.log.Warn("reshard cancelled")
+	c.nudgeNodes()
+	return c.reshardGet(w, r)
+}
+
 func (c *Coordinator) reshardPost(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		To     int  `json:"to"`
@@ -120,13 +246,21 @@ func (c *Coordinator) reshardPost(w http.ResponseWriter, r *http.Request) error 
 		}
 		return fmt.Errorf("%w: reshard body: %v", ErrBadRequest, err)
 	}
-	plan, err := c.PlanReshard(time.Now(), req.To)
+	if req.DryRun {
+		plan, err := c.PlanReshard(time.Now(), req.To)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, plan)
+		return nil
+	}
+	plan, err := c.StartReshard(time.Now(), req.To, "manual")
 	if err != nil {
 		return err
 	}
-	if !req.DryRun {
-		return fmt.Errorf("%w: running a reshard is not available in this version; its plan: %s", ErrNotImplemented, plan.Summary)
-	}
-	writeJSON(w, http.StatusOK, plan)
+	writeJSON(w, http.StatusAccepted, struct {
+		Plan    ReshardPlan `json:"plan"`
+		Reshard *Reshard    `json:"reshard"`
+	}{plan, c.CurrentReshard()})
 	return nil
 }

@@ -303,7 +303,7 @@ func (c *Coordinator) shardmanConnect(w http.ResponseWriter, r *http.Request) er
 	// sleep_duration: Shardman's hint to wait before identifying. Workers
 	// here identify through the coordinator's queue (/queue or
 	// /v1/identify), which does the pacing, so it is always 0.
-	writeJSON(w, http.StatusOK, map[string]any{"shard_id": sess.shard, "max_shards": c.cfg.ShardCount, "session_id": sess.id, "sleep_duration": 0.0})
+	writeJSON(w, http.StatusOK, map[string]any{"shard_id": sess.shard, "max_shards": c.shardCount(), "session_id": sess.id, "sleep_duration": 0.0})
 	return nil
 }
 

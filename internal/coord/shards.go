@@ -48,7 +48,7 @@ func (c *Coordinator) Shards() ShardList {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := ShardList{ShardCount: c.cfg.ShardCount, Shards: make([]ShardInfo, c.cfg.ShardCount)}
+	out := ShardList{ShardCount: c.shardCount(), Shards: make([]ShardInfo, c.shardCount())}
 	for s := range out.Shards {
 		out.Shards[s] = c.shardInfoLocked(now, s)
 	}
@@ -80,8 +80,8 @@ func (c *Coordinator) shardInfoLocked(now time.Time, s int) ShardInfo {
 // Shard returns one shard's holder and last report, or ErrBadRequest for a
 // shard out of range.
 func (c *Coordinator) Shard(shard int) (ShardInfo, error) {
-	if shard < 0 || shard >= c.cfg.ShardCount {
-		return ShardInfo{}, fmt.Errorf("%w: shard %d is outside 0..%d", ErrBadRequest, shard, c.cfg.ShardCount-1)
+	if shard < 0 || shard >= c.shardCount() {
+		return ShardInfo{}, fmt.Errorf("%w: shard %d is outside 0..%d", ErrBadRequest, shard, c.shardCount()-1)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

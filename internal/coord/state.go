@@ -20,10 +20,13 @@ type StateStore interface {
 
 // savedState is what the coordinator keeps in the StateStore.
 type savedState struct {
-	Version    int           `json:"version"`
-	ShardCount int           `json:"shard_count"`
-	NextToken  uint64        `json:"next_token"`
-	Leases     []lease.Lease `json:"leases"`
+	Version    int `json:"version"`
+	ShardCount int `json:"shard_count"`
+	// Resharded says ShardCount came from a reshard: it wins over the
+	// configured count on the next start.
+	Resharded bool          `json:"resharded,omitempty"`
+	NextToken uint64        `json:"next_token"`
+	Leases    []lease.Lease `json:"leases"`
 	// Shardman are the Shardman workers' sessions. Beats are not saved:
 	// a restored session counts from the restore, as if it had just beaten.
 	Shardman []savedSession `json:"shardman,omitempty"`
@@ -71,8 +74,21 @@ func (c *Coordinator) Load(ctx context.Context) error {
 		return fmt.Errorf("coord: saved state has version %d; this coordinator reads %d", st.Version, stateVersion)
 	}
 	leases := st.Leases
-	if st.ShardCount != c.cfg.ShardCount {
-		c.log.Warn("saved leases are for another shard count; dropping them", "saved", st.ShardCount, "now", c.cfg.ShardCount)
+	if st.Resharded && st.ShardCount != c.shardCount() && st.ShardCount > 0 && st.ShardCount <= maxShards {
+		c.log.Warn("a reshard set the shard count; it wins over the configured one (reshard again to change it)", "shard_count", st.ShardCount, "configured", c.shardCount())
+		c.mu.Lock()
+		c.count.Store(int64(st.ShardCount))
+		c.fleet.count = st.ShardCount
+		c.fleet.reshard = &Reshard{To: st.ShardCount, Phase: PhaseDone, Note: "restored: an earlier reshard set this count"}
+		c.shardman = newShardman(st.ShardCount, c.cfg.BeatTimeout)
+		c.shardman.taken = func(shard int) bool {
+			l, ok := c.fleet.leases.Get(shard)
+			return ok && l.Live(time.Now())
+		}
+		c.mu.Unlock()
+	}
+	if st.ShardCount != c.shardCount() {
+		c.log.Warn("saved leases are for another shard count; dropping them", "saved", st.ShardCount, "now", c.shardCount())
 		leases = nil
 	}
 	now := time.Now()
@@ -83,7 +99,7 @@ func (c *Coordinator) Load(ctx context.Context) error {
 	}
 	sessions := 0
 	for _, ss := range st.Shardman {
-		if ss.Shard < 0 || ss.Shard >= c.cfg.ShardCount || ss.ID == "" || c.shardman.byShard[ss.Shard] != nil {
+		if ss.Shard < 0 || ss.Shard >= c.shardCount() || ss.ID == "" || c.shardman.byShard[ss.Shard] != nil {
 			continue // another shard count, or a duplicate
 		}
 		sess := &shardmanSession{id: ss.ID, shard: ss.Shard, connected: ss.Connected, lastBeat: now,
@@ -119,7 +135,8 @@ func (c *Coordinator) save(ctx context.Context, force bool) {
 		c.mu.Unlock()
 		return
 	}
-	st := savedState{Version: stateVersion, ShardCount: c.cfg.ShardCount, NextToken: c.fleet.leases.NextToken(), Leases: c.fleet.leases.Leases()}
+	resharded := c.fleet.reshard != nil && c.fleet.reshard.Phase == PhaseDone
+	st := savedState{Version: stateVersion, ShardCount: c.shardCount(), Resharded: resharded, NextToken: c.fleet.leases.NextToken(), Leases: c.fleet.leases.Leases()}
 	for _, s := range c.shardman.byShard {
 		if s != nil {
 			st.Shardman = append(st.Shardman, savedSession{ID: s.id, Shard: s.shard, Connected: s.connected, GuildCount: s.guildCount, Latency: s.latency, Extra: s.extra})

@@ -56,7 +56,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	c1.save(t.Context(), false)
 
 	c2 := mk()
-	held, _ := json.Marshal(nodeBeat{Shards: o.Assign[:2]}) // a gave two back meanwhile
+	held, _ := json.Marshal(nodeBeat{genBeat: genBeat{Shards: o.Assign[:2]}}) // a gave two back meanwhile
 	o2 := beat(c2, "a", strings.Replace(string(held), `"released":null`, `"released":[]`, 1))
 	if len(o2.Revoke) != 0 || len(o2.Renewed) != 2 || o2.Renewed[0] != o.Assign[0] || o2.Renewed[1] != o.Assign[1] {
 		t.Errorf("after the restart: renewed %v revoke %v; want the same two tokens, nothing revoked", o2.Renewed, o2.Revoke)
@@ -66,7 +66,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if o3 := beat(c2, "b", `{}`); len(o3.Assign) != 0 {
 		t.Errorf("b got %v while a's leases live", o3.Assign)
 	}
-	rel, _ := json.Marshal(nodeBeat{Shards: o.Assign[:2], Released: o.Assign[2:]})
+	rel, _ := json.Marshal(nodeBeat{genBeat: genBeat{Shards: o.Assign[:2], Released: o.Assign[2:]}})
 	beat(c2, "a", string(rel))
 	o4 := beat(c2, "b", `{}`)
 	if len(o4.Assign) != 2 {

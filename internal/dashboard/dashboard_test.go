@@ -264,3 +264,19 @@ func TestStreams(t *testing.T) {
 		t.Errorf("history %+v", h)
 	}
 }
+
+// TestBuildReshard: a running reshard shows in the fleet panel with its
+// phase and progress; a finished one does not.
+func TestBuildReshard(t *testing.T) {
+	now := time.Unix(2000, 0).UTC()
+	r := &coord.Reshard{From: 8, To: 16, Phase: coord.PhaseStarting, Ready: 5, ETA: now.Add(time.Minute)}
+	v := Build(Input{Shards: coord.ShardList{ShardCount: 8}, Status: coord.Status{Reshard: r}, Now: now})
+	want := &Reshard{From: 8, To: 16, Ready: 5, ETA: now.Add(time.Minute), Phase: coord.PhaseStarting}
+	if diff := cmp.Diff(want, v.Fleet.Reshard); diff != "" {
+		t.Errorf("fleet reshard (-want +got):\n%s", diff)
+	}
+	r.Phase = coord.PhaseDone
+	if v := Build(Input{Status: coord.Status{Reshard: r}, Now: now}); v.Fleet.Reshard != nil {
+		t.Errorf("a finished reshard still shows: %+v", v.Fleet.Reshard)
+	}
+}

@@ -74,6 +74,8 @@ type Reshard struct {
 	To    int       `json:"to"`
 	Ready int       `json:"ready"`
 	ETA   time.Time `json:"eta"`
+	// Phase is the coordinator's (starting, dedup, overlap, handover).
+	Phase string `json:"phase"`
 }
 
 // Input is what a view is computed from.
@@ -97,6 +99,9 @@ func Build(in Input) View {
 		ShardCount: in.Shards.ShardCount, Nodes: in.Status.Nodes, NodeCount: len(in.Status.Nodes),
 		Queue: in.Status.Identify, Planner: in.Planner, Consumers: in.Consumers, Classes: map[string]int{}, At: in.Now.UTC(),
 	}}
+	if r := in.Status.Reshard; r.Running() {
+		v.Fleet.Reshard = &Reshard{From: r.From, To: r.To, Ready: r.Ready, ETA: r.ETA, Phase: r.Phase}
+	}
 	var latSum float64
 	var latN int
 	for _, s := range in.Shards.Shards {

@@ -312,10 +312,10 @@ type Node struct {
 	mu       sync.Mutex
 	shards   map[shardKey]*shardRunner
 	order    []shardKey
-	count    int                 // the current generation's shard count, once Run has started
-	removing map[shardKey]bool   // shards being removed
-	modes    map[int]genMode // by shard count; absent: ModePublish
-	runWG    sync.WaitGroup      // every shard's run goroutine
+	count    int               // the current generation's shard count, once Run has started
+	removing map[shardKey]bool // shards being removed
+	modes    map[int]genMode   // by shard count; absent: ModePublish
+	runWG    sync.WaitGroup    // every shard's run goroutine
 
 	internMu sync.Mutex
 	interned map[string]string

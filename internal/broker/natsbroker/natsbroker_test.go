@@ -296,8 +296,8 @@ func TestRestart(t *testing.T) {
 		t.Errorf("LoadSession after restart = %+v, want %+v", got, want)
 	}
 	lb, err := b.LastBatch(ctx, 2)
-	if err != nil || lb != (broker.LastBatch{Session: "s1", LastSeq: 22}) {
-		t.Errorf("LastBatch(2) after restart = %+v, %v; want {s1 22}, nil", lb, err)
+	if err != nil || lb != (broker.LastBatch{Session: "s1", LastSeq: 22, NumShards: 16}) {
+		t.Errorf("LastBatch(2) after restart = %+v, %v; want {s1 22 16}, nil", lb, err)
 	}
 }
 
@@ -319,8 +319,8 @@ func TestExternalURL(t *testing.T) {
 		t.Errorf("first sees %d messages, want 1", n)
 	}
 	lb, err := first.LastBatch(testCtx(t), 5)
-	if err != nil || lb != (broker.LastBatch{Session: "ext", LastSeq: 7}) {
-		t.Errorf("first.LastBatch(5) = %+v, %v; want {ext 7}, nil", lb, err)
+	if err != nil || lb != (broker.LastBatch{Session: "ext", LastSeq: 7, NumShards: 16}) {
+		t.Errorf("first.LastBatch(5) = %+v, %v; want {ext 7 16}, nil", lb, err)
 	}
 	st := broker.SessionState{Shard: 5, NumShards: 16, SessionID: "ext", Seq: 7}
 	if err := second.SaveSession(testCtx(t), st); err != nil {

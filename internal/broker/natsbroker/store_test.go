@@ -115,8 +115,8 @@ func TestLastBatch(t *testing.T) {
 		shard int
 		want  broker.LastBatch
 	}{
-		{1, broker.LastBatch{Session: "one", LastSeq: 7}},
-		{10, broker.LastBatch{Session: "ten", LastSeq: 103}},
+		{1, broker.LastBatch{Session: "one", LastSeq: 7, NumShards: 16}},
+		{10, broker.LastBatch{Session: "ten", LastSeq: 103, NumShards: 16}},
 	}
 	for _, tt := range tests {
 		got, err := b.LastBatch(ctx, tt.shard)

@@ -29,9 +29,9 @@ type ShardRunner interface {
 // reshards (see the coordinator's POST /v1/reshard). A node without it
 // runs one shard count, and a reshard waits for it in vain.
 type Resharder interface {
-	// SetMode sets the publish mode of numShards' shards: publish, hold
-	// or dedup.
-	SetMode(numShards int, mode string)
+	// SetMode sets the publish mode of numShards' shards: publish, hold,
+	// dedup or handover; newCount is the count the reshard moves to.
+	SetMode(numShards int, mode string, newCount int)
 	// Promote makes numShards the count commands address.
 	Promote(numShards int)
 	// Retire stops every shard of numShards, a replaced generation, and
@@ -72,16 +72,18 @@ type ShardReport struct {
 	Mode string `json:"mode,omitempty"`
 	// Guilds is how many guilds the session holds; nil until known.
 	// GuildsPending is how many of them have not arrived yet.
-	Guilds        *int      `json:"guilds,omitempty"`
-	GuildsPending int       `json:"guilds_pending,omitempty"`
-	LatencyMS     float64   `json:"latency_ms"`
-	Events        int64     `json:"events"`
-	Identifies    int64     `json:"identifies"`
-	Resumes       int64     `json:"resumes"`
-	Reconnects    int64     `json:"reconnects"`
-	Zombies       int64     `json:"zombies"`
-	ReadyAt       time.Time `json:"ready_at,omitzero"`
-	Error         string    `json:"error,omitempty"`
+	Guilds        *int `json:"guilds,omitempty"`
+	GuildsPending int  `json:"guilds_pending,omitempty"`
+	// HandedOver: in handover, every new shard this one feeds took over.
+	HandedOver bool      `json:"handed_over,omitempty"`
+	LatencyMS  float64   `json:"latency_ms"`
+	Events     int64     `json:"events"`
+	Identifies int64     `json:"identifies"`
+	Resumes    int64     `json:"resumes"`
+	Reconnects int64     `json:"reconnects"`
+	Zombies    int64     `json:"zombies"`
+	ReadyAt    time.Time `json:"ready_at,omitzero"`
+	Error      string    `json:"error,omitempty"`
 }
 
 type held struct {
@@ -401,9 +403,13 @@ func (a *Agent) apply(ctx context.Context, o orders) {
 	for _, n := range retire {
 		a.retire(ctx, n)
 	}
-	a.applyGen(ctx, rs, cur, o.genOrders)
+	newCount := cur.count
+	if next != nil {
+		newCount = next.count
+	}
+	a.applyGen(ctx, rs, cur, o.genOrders, newCount)
 	if next != nil && o.Next != nil {
-		a.applyGen(ctx, rs, next, *o.Next)
+		a.applyGen(ctx, rs, next, *o.Next, newCount)
 	}
 }
 
@@ -424,7 +430,7 @@ func (a *Agent) retire(ctx context.Context, count int) {
 }
 
 // applyGen carries out one generation's orders.
-func (a *Agent) applyGen(ctx context.Context, rs Resharder, g *generation, o genOrders) {
+func (a *Agent) applyGen(ctx context.Context, rs Resharder, g *generation, o genOrders, newCount int) {
 	a.mu.Lock()
 	modeChanged := g.mode != o.Mode
 	g.mode = o.Mode
@@ -439,7 +445,7 @@ func (a *Agent) applyGen(ctx context.Context, rs Resharder, g *generation, o gen
 		if mode == "" {
 			mode = "publish"
 		}
-		rs.SetMode(g.count, mode) // before new shards start: they take it
+		rs.SetMode(g.count, mode, newCount) // before new shards start: they take it
 		if modeChanged {
 			a.c.log.Info("publish mode", "shard_count", g.count, "mode", mode)
 		}

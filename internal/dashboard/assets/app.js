@@ -173,7 +173,8 @@ function onFleet(f) {
     const pct = r.to ? Math.round((100 * r.ready) / r.to) : 0;
     const bar = h('div', {});
     bar.style.width = pct + '%';
-    body.push(h('h3', {}, 'Resharding ' + r.from + ' → ' + r.to + ': ' + pct + '%, ETA ' + new Date(r.eta).toLocaleTimeString()),
+    const eta = r.phase === 'starting' && r.eta && !r.eta.startsWith('0001') ? ', ETA ' + new Date(r.eta).toLocaleTimeString() : '';
+    body.push(h('h3', {}, 'Resharding ' + r.from + ' → ' + r.to + ' (' + r.phase + '): ' + r.ready + ' of ' + r.to + ' new shards ready, ' + pct + '%' + eta),
       h('div', { class: 'progress', role: 'progressbar', 'aria-valuenow': pct, 'aria-valuemin': 0, 'aria-valuemax': 100 }, bar));
   } else {
     body.push(h('p', { class: 'muted' }, 'No reshard running.'));
