@@ -155,6 +155,7 @@ func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
 	c.mu.Lock()
 	changed, switched := c.fleet.stepReshard(now, reshardTiming{settle: c.cfg.ReshardSettle, handoverTimeout: c.cfg.ReshardHandoverTimeout})
 	var r Reshard
+	running := c.fleet.reshard.Running()
 	if c.fleet.reshard != nil {
 		r = *c.fleet.reshard
 	}
@@ -166,9 +167,9 @@ func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
 			c.shardman = sm
 		}
 	}
-	emergency := c.fleet.shardingRequired && !r.Running()
+	emergency := c.fleet.shardingRequired && !running
 	c.fleet.shardingRequired = false
-	auto := sweep && c.cfg.AutoReshard && !r.Running() && !now.Before(c.nextAuto)
+	auto := sweep && c.cfg.AutoReshard && !running && !now.Before(c.nextAuto)
 	if auto {
 		c.nextAuto = now.Add(30 * time.Second)
 	}
