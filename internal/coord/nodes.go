@@ -27,6 +27,11 @@ func (c *Coordinator) nodeHeartbeat(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	c.stepReshard(now, false)
+	if len(b.Released) > 0 || b.Next != nil && len(b.Next.Released) > 0 {
+		// A shard came free: the node that takes it hears now rather than
+		// at its next heartbeat, so a handoff's gap is a round trip.
+		c.nudgeNodes()
+	}
 	if len(o.Assign) > 0 || len(o.Revoke) > 0 {
 		c.log.Info("node orders", "node", id, "assign", len(o.Assign), "revoke", o.Revoke)
 	}

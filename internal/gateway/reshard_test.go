@@ -17,7 +17,7 @@ import (
 // GUILD_CREATE burst is.
 func TestNodeReshard(t *testing.T) {
 	cfg := testSimConfig()
-	cfg.Shards, cfg.EventRate, cfg.RecordDeliveries = 2, 200, true
+	cfg.Shards, cfg.EventRate, cfg.RecordDeliveries = 2, 100, true
 	s, api := startSim(t, cfg)
 	b := newMemBroker(t)
 	ncfg := testNodeConfig(t, api, b)

@@ -509,6 +509,14 @@ func (a *Agent) stop(ctx context.Context, count, shard int, report bool) {
 			g.released = append(g.released, held{shard, tok})
 		}
 		a.mu.Unlock()
+		if report {
+			// Report the release now, not at the next heartbeat: the next
+			// node gets the shard as soon as the coordinator hears.
+			select {
+			case a.nudge <- struct{}{}:
+			default:
+			}
+		}
 		a.c.log.Info("shard stopped", "shard", shard, "shard_count", count, "reported", report)
 	})
 }
