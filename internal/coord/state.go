@@ -33,6 +33,18 @@ type savedState struct {
 	// Glance are the glance shards' states; health reports are not saved
 	// either, and count from the restore.
 	Glance []savedGlance `json:"glance,omitempty"`
+	// Reshard is a reshard under way: its progress, both generations'
+	// publish modes and the new generation's leases, so a restarted
+	// coordinator carries it on.
+	Reshard *savedReshard `json:"reshard,omitempty"`
+}
+
+type savedReshard struct {
+	Progress  Reshard       `json:"progress"`
+	Mode      string        `json:"mode"`
+	NextMode  string        `json:"next_mode"`
+	NextToken uint64        `json:"next_token"`
+	Leases    []lease.Lease `json:"leases"`
 }
 
 type savedSession struct {
@@ -120,6 +132,13 @@ func (c *Coordinator) Load(ctx context.Context) error {
 			sh.lastHealth = now // the health interval starts again
 		}
 	}
+	if sr := st.Reshard; sr != nil && sr.Progress.Running() && sr.Progress.From == c.shardCount() && sr.Progress.To > 0 && sr.Progress.To <= maxShards {
+		if err := c.restoreReshardLocked(now, sr); err != nil {
+			c.log.Warn("the saved reshard cannot be restored; it is called off", "err", err)
+		} else {
+			c.log.Info("reshard restored", "from", sr.Progress.From, "to", sr.Progress.To, "phase", sr.Progress.Phase)
+		}
+	}
 	c.fleet.dirty = false
 	c.log.Info("state restored", "leases", len(leases), "next_token", st.NextToken, "shardman_sessions", sessions, "glance_shards", len(st.Glance))
 	return nil
@@ -145,6 +164,10 @@ func (c *Coordinator) save(ctx context.Context, force bool) {
 	for _, g := range c.glance.list() {
 		st.Glance = append(st.Glance, savedGlance{Cluster: g.Cluster, ID: g.ID, State: GlanceState(g.State), Changed: g.Changed})
 	}
+	if f := c.fleet; f.reshard.Running() && f.next != nil {
+		st.Reshard = &savedReshard{Progress: *f.reshard, Mode: f.mode, NextMode: f.next.mode,
+			NextToken: f.next.leases.NextToken(), Leases: f.next.leases.Leases()}
+	}
 	c.fleet.dirty = false
 	c.mu.Unlock()
 	data, err := json.Marshal(st)
@@ -159,4 +182,23 @@ func (c *Coordinator) save(ctx context.Context, force bool) {
 		c.fleet.dirty = true
 		c.mu.Unlock()
 	}
+}
+
+// restoreReshardLocked brings back a reshard saved under way: the new
+// generation with its leases, and both modes. Its phase goes on from
+// where it was; the phase's wait starts again.
+func (c *Coordinator) restoreReshardLocked(now time.Time, sr *savedReshard) error {
+	f := c.fleet
+	nf, err := newFleet(sr.Progress.To, f.ttl, f.bucketAligned, f.maxConc, max(sr.NextToken, 1))
+	if err != nil {
+		return err
+	}
+	if err := nf.leases.Restore(sr.Leases, max(sr.NextToken, 1)); err != nil {
+		return err
+	}
+	nf.nodes, nf.drained, nf.mode = f.nodes, f.drained, sr.NextMode
+	p := sr.Progress
+	p.PhaseSince = now.UTC()
+	f.next, f.mode, f.reshard = nf, sr.Mode, &p
+	return nil
 }

@@ -147,3 +147,78 @@ func TestTokensGrowWithoutState(t *testing.T) {
 		t.Errorf("first token %d is not seeded from the clock", f1)
 	}
 }
+
+// TestStateKeepsReshard: a coordinator restarted during a reshard carries
+// it on: the same phase, both modes, and the new generation's leases,
+// which the node keeps under the same tokens.
+func TestStateKeepsReshard(t *testing.T) {
+	store := &memState{}
+	mk := func() *Coordinator {
+		c := newTest(t, func(c *Config) { c.ShardCount, c.MaxConcurrency, c.State = 2, 1, store })
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	now := time.Now()
+	a := mk()
+	a.mu.Lock()
+	o, err := a.fleet.beat(now, "n", nodeBeat{})
+	a.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := o.Assign
+	if _, err := a.StartReshard(now, 4, "manual"); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	o, err = a.fleet.beat(now, "n", nodeBeat{genBeat: genBeat{ShardCount: 2, Shards: cur}})
+	a.mu.Unlock()
+	if err != nil || o.Next == nil || len(o.Next.Assign) != 4 {
+		t.Fatalf("new generation orders: %+v, %v", o.Next, err)
+	}
+	next := o.Next.Assign
+	a.save(t.Context(), true)
+
+	b := mk()
+	r := b.CurrentReshard()
+	if !r.Running() || r.Phase != PhaseStarting || r.From != 2 || r.To != 4 {
+		t.Fatalf("restored reshard: %+v", r)
+	}
+	b.mu.Lock()
+	o, err = b.fleet.beat(now.Add(time.Second), "n", nodeBeat{genBeat: genBeat{ShardCount: 2, Shards: cur}, Next: &genBeat{ShardCount: 4, Shards: next}})
+	b.mu.Unlock()
+	if err != nil || o.Next == nil || o.Next.Mode != modeHold || len(o.Next.Renewed) != 4 || len(o.Next.Revoke) != 0 || len(o.Next.Assign) != 0 {
+		t.Fatalf("after the restart: %+v, %v", o.Next, err)
+	}
+	for i, h := range o.Next.Renewed {
+		if h != next[i] {
+			t.Errorf("new shard %d: token %d after the restart, %d before", h.Shard, h.Token, next[i].Token)
+		}
+	}
+}
+
+// TestStateReshardedCount: a count a reshard set wins over the configured
+// one on the next start; a saved count that no reshard set does not.
+func TestStateReshardedCount(t *testing.T) {
+	for _, tc := range []struct {
+		saved string
+		want  int
+	}{
+		{`{"version":1,"shard_count":4,"resharded":true,"next_token":5,"leases":[]}`, 4},
+		{`{"version":1,"shard_count":4,"next_token":5,"leases":[]}`, 2},
+	} {
+		store := &memState{data: []byte(tc.saved)}
+		c := newTest(t, func(c *Config) { c.ShardCount, c.MaxConcurrency, c.State = 2, 1, store })
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Status().ShardCount; got != tc.want {
+			t.Errorf("saved %s: shard count %d, want %d", tc.saved, got, tc.want)
+		}
+		if code, _, _ := do(c, "GET", "/v1/shards/3", bearer(testTokens.Status), "", ""); (code == 200) != (tc.want == 4) {
+			t.Errorf("saved %s: GET /v1/shards/3 = %d", tc.saved, code)
+		}
+	}
+}
