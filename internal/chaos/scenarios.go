@@ -155,6 +155,19 @@ func silentShard(ctx context.Context, c *cluster) (time.Duration, string, error)
 // closes: nothing lost or doubled, and no new shard's guilds wait longer
 // than the usual gaps.
 func reshard(ctx context.Context, c *cluster) (time.Duration, string, error) {
+	return runReshard(ctx, c, "")
+}
+
+// reshardCoordinatorKill: the reshard, with the coordinator killed (-9)
+// and started again once publishing is moving to the new generation. The
+// restarted coordinator carries the reshard on from KV.
+func reshardCoordinatorKill(ctx context.Context, c *cluster) (time.Duration, string, error) {
+	return runReshard(ctx, c, "overlap")
+}
+
+// runReshard reshards N → 2N; killAt names the phase in which the
+// coordinator is killed and restarted ("": never).
+func runReshard(ctx context.Context, c *cluster, killAt string) (time.Duration, string, error) {
 	from, to := c.cfg.Shards, 2*c.cfg.Shards
 	c.col.mu.Lock()
 	c.col.gapCount = to
@@ -188,6 +201,14 @@ func reshard(ctx context.Context, c *cluster) (time.Duration, string, error) {
 		if len(phases) == 0 || phases[len(phases)-1] != r.Phase {
 			phases = append(phases, r.Phase)
 		}
+		if killAt != "" && r.Phase == killAt {
+			killAt = ""
+			c.coord.Kill()
+			phases = append(phases, "coordinator killed")
+			if err := c.startCoordinator(ctx); err != nil {
+				return false
+			}
+		}
 		return r.Phase == "done" || r.Phase == "cancelled"
 	})
 	if err != nil {
@@ -214,6 +235,9 @@ func reshard(ctx context.Context, c *cluster) (time.Duration, string, error) {
 		return rec, "", err
 	}
 	ids := c.sim.Stats().Identifies - before.Identifies
+	if killAt != "" {
+		return rec, "", fmt.Errorf("the reshard never reached phase %s", killAt)
+	}
 	note := fmt.Sprintf("recovery is POST /v1/reshard %d → %d to the switch (phases %s; %s); %d IDENTIFYs, one per new shard; gaps are per shard of the new count",
 		from, to, strings.Join(phases, ", "), r.Note, ids)
 	if ids != int64(to) {
