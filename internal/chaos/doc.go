@@ -5,9 +5,9 @@
 // shard count (also with the coordinator killed mid-way). Each scenario
 // runs on a fresh deployment of the gatehouse binary's processes on
 // loopback against the simulator in this process, at a steady load, and
-// counts every
-// simulator event (each has a unique sim_event_id) from the session it was
-// sent to to the consumer that handled it: produced, delivered, lost,
-// duplicated, the longest wait between events of one shard, IDENTIFYs used
-// and the time to recover. `gatehouse chaos` prints the table.
+// counts every simulator event (each has a unique sim_event_id) from the
+// session it was sent to to the consumer that handled it: produced,
+// delivered, lost, duplicated, the longest wait between events of one
+// shard, IDENTIFYs used and the time to recover. `gatehouse chaos` prints
+// the table.
 package chaos
