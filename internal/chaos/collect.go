@@ -136,6 +136,15 @@ func (c *collector) sinceMark() time.Duration {
 	return c.firstAt.Sub(c.markAt)
 }
 
+// gapsByShardOf keys gaps, from now on, by each event's shard in count
+// (see gapCount).
+func (c *collector) gapsByShardOf(count int) {
+	c.mu.Lock()
+	c.gapCount = count
+	clear(c.lastByShard)
+	c.mu.Unlock()
+}
+
 // startGaps starts measuring per-shard gaps.
 func (c *collector) startGaps() {
 	c.mu.Lock()

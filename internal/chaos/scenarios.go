@@ -169,30 +169,22 @@ func reshardCoordinatorKill(ctx context.Context, c *cluster) (time.Duration, str
 // coordinator is killed and restarted ("": never).
 func runReshard(ctx context.Context, c *cluster, killAt string) (time.Duration, string, error) {
 	from, to := c.cfg.Shards, 2*c.cfg.Shards
-	c.col.mu.Lock()
-	c.col.gapCount = to
-	clear(c.col.lastByShard)
-	c.col.mu.Unlock()
+	c.col.gapsByShardOf(to)
 	before := c.sim.Stats()
 	if err := c.coordPost(ctx, "/v1/reshard", map[string]int{"to": to}); err != nil {
 		return 0, "", err
 	}
 	start := time.Now()
-	var r struct {
-		Phase    string    `json:"phase"`
-		Note     string    `json:"note"`
-		Started  time.Time `json:"started"`
-		Finished time.Time `json:"finished"`
+	// The reshard's progress, as GET /v1/reshard shows it.
+	type progress struct {
+		Phase string `json:"phase"`
+		Note  string `json:"note"`
 	}
+	var r progress
 	phases := []string{}
 	err := waitFor(ctx, 120*time.Second, "the reshard to finish", func() bool {
 		var st struct {
-			Reshard *struct {
-				Phase    string    `json:"phase"`
-				Note     string    `json:"note"`
-				Started  time.Time `json:"started"`
-				Finished time.Time `json:"finished"`
-			} `json:"reshard"`
+			Reshard *progress `json:"reshard"`
 		}
 		if c.coordGet(ctx, "/v1/reshard", &st) != nil || st.Reshard == nil {
 			return false

@@ -162,9 +162,7 @@ func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
 	if switched {
 		c.count.Store(int64(r.To))
 		if len(c.shardman.byID) == 0 {
-			sm := newShardman(r.To, c.cfg.BeatTimeout)
-			sm.taken = c.shardman.taken
-			c.shardman = sm
+			c.resizeShardmanLocked(r.To)
 		}
 	}
 	emergency := c.fleet.shardingRequired && !running
@@ -194,6 +192,14 @@ func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
 			c.log.Warn("the planner advises a reshard that cannot start", "to", st.Target, "err", err)
 		}
 	}
+}
+
+// resizeShardmanLocked gives Shardman an empty table of count shards, with
+// the same view of the shards leased to nodes. The caller holds c.mu.
+func (c *Coordinator) resizeShardmanLocked(count int) {
+	sm := newShardman(count, c.cfg.BeatTimeout)
+	sm.taken = c.shardman.taken
+	c.shardman = sm
 }
 
 // emergencyTarget is the count an emergency reshard moves to: the

@@ -136,7 +136,7 @@ func (f *fleet) stepReshard(now time.Time, t reshardTiming) (changed, switched b
 		r.Phase, r.PhaseSince, r.Note = phase, now.UTC(), note
 		f.dirty, changed = true, true
 	}
-	_, r.Identified = next.everyShard(now, func(x reported) bool { return x.ReadyAt.After(time.Time{}) || x.State == "ready" })
+	_, r.Identified = next.everyShard(now, func(x reported) bool { return !x.ReadyAt.IsZero() || x.State == "ready" })
 	switch r.Phase {
 	case PhaseStarting:
 		all, n := next.everyShard(now, func(x reported) bool {

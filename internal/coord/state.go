@@ -92,11 +92,7 @@ func (c *Coordinator) Load(ctx context.Context) error {
 		c.count.Store(int64(st.ShardCount))
 		c.fleet.count = st.ShardCount
 		c.fleet.reshard = &Reshard{To: st.ShardCount, Phase: PhaseDone, Note: "restored: an earlier reshard set this count"}
-		c.shardman = newShardman(st.ShardCount, c.cfg.BeatTimeout)
-		c.shardman.taken = func(shard int) bool {
-			l, ok := c.fleet.leases.Get(shard)
-			return ok && l.Live(time.Now())
-		}
+		c.resizeShardmanLocked(st.ShardCount)
 		c.mu.Unlock()
 	}
 	if st.ShardCount != c.shardCount() {

@@ -77,6 +77,15 @@ func (r *shardRunner) setMode(m PublishMode, newCount int) {
 // count tells apart. ok is false in ModeHandover once the event's new
 // shard took over: the event is not to be published.
 func (r *shardRunner) dedupID(h discord.Header) (id string, ok bool) {
+	d := sha256.New()
+	d.Write(h.T)
+	d.Write([]byte{0})
+	d.Write(h.D)
+	var sum [sha256.Size]byte
+	d.Sum(sum[:0])
+	var k [dedupHashLen]byte
+	copy(k[:], sum[:])
+
 	r.dedupMu.Lock()
 	target := 0
 	if r.dedup.newCount > 0 {
@@ -86,17 +95,6 @@ func (r *shardRunner) dedupID(h discord.Header) (id string, ok bool) {
 		r.dedupMu.Unlock()
 		return "", false
 	}
-	r.dedupMu.Unlock()
-
-	d := sha256.New()
-	d.Write(h.T)
-	d.Write([]byte{0})
-	d.Write(h.D)
-	var sum [sha256.Size]byte
-	d.Sum(sum[:0])
-	var k [dedupHashLen]byte
-	copy(k[:], sum[:])
-	r.dedupMu.Lock()
 	var n uint32
 	if r.dedup.seen != nil {
 		r.dedup.seen[k]++
@@ -153,8 +151,14 @@ func (r *shardRunner) handedOver() bool {
 // RESUME then asks only for what came after.
 func (r *shardRunner) hold(session string, seq int64) {
 	r.pubMu.Lock()
+	r.advanceLocked(session, seq)
+	r.pubMu.Unlock()
+}
+
+// advanceLocked moves the published position to seq of session (a new
+// session, or further in the same one); the caller holds pubMu.
+func (r *shardRunner) advanceLocked(session string, seq int64) {
 	if session != r.pubSession || seq > r.pubSeq {
 		r.pubSession, r.pubSeq = session, seq
 	}
-	r.pubMu.Unlock()
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,7 +93,7 @@ func (n *Node) Metrics() Metrics {
 	m := Metrics{EventsByType: map[string]int64{}, Latency: map[int]HistogramSnapshot{}, States: map[string]int{}, Publish: n.publishHist.Snapshot()}
 	n.events.m.Range(func(k, v any) bool {
 		subj := k.(string)
-		typ := subj[strings.LastIndexByte(subj, '.')+1:]
+		typ := subjectType(subj)
 		m.EventsByType[typ] += v.(*atomic.Int64).Load()
 		return true
 	})

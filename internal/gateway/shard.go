@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -200,9 +201,7 @@ func (r *shardRunner) onPublished(c *broker.Batch, err error) {
 			r.n.publishHist.Observe(time.Since(c.Start))
 		}
 		r.pubMu.Lock()
-		if c.Session != r.pubSession || c.LastSeq > r.pubSeq {
-			r.pubSession, r.pubSeq = c.Session, c.LastSeq
-		}
+		r.advanceLocked(c.Session, c.LastSeq)
 		if r.silence != nil {
 			r.silence.observe(subjectType(c.Subject), c.Count)
 		}
@@ -219,12 +218,7 @@ func (r *shardRunner) onPublished(c *broker.Batch, err error) {
 
 // subjectType returns an event subject's last token, the event type.
 func subjectType(subject string) string {
-	for i := len(subject) - 1; i >= 0; i-- {
-		if subject[i] == '.' {
-			return subject[i+1:]
-		}
-	}
-	return subject
+	return subject[strings.LastIndexByte(subject, '.')+1:]
 }
 
 // checkSilence folds the published counts into the shard's baseline and
