@@ -16,6 +16,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
+	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
@@ -54,28 +55,28 @@ type layer struct {
 }
 
 // layers maps every package of the module, by path relative to the module
-// root, to what it may import. Arrows point down only. Entries for packages
-// that do not exist yet are harmless and fix their place in advance.
+// root, to what it may import. Arrows point down only. The table is exact:
+// TestLayersExact fails for an entry whose package does not exist and for
+// an allowance the package does not use.
 var layers = map[string]layer{
 	"cmd/gatehouse": {anything: true},
 
 	// Discord protocol, compression and the simulator.
 	"internal/discord":             {stdlibOnly: true},
-	"internal/discord/codec":       {imports: []string{"internal/discord"}, modules: []string{modCompress}},
-	"internal/discord/sim":         {imports: []string{"internal/discord", "internal/discord/codec"}, modules: []string{modWebsocket}},
+	"internal/discord/codec":       {modules: []string{modCompress}},
+	"internal/discord/sim":         {imports: []string{"internal/discord", "internal/discord/codec"}},
 	"internal/discord/sim/simtest": {imports: []string{"internal/discord/sim"}},
 	"internal/chaos":               {imports: []string{"internal/discord", "internal/discord/sim", "internal/loadtest"}},
-	"internal/loadtest":            {imports: []string{"internal/discord", "internal/discord/codec", "internal/discord/sim", "internal/broker", "internal/broker/natsbroker", "internal/gateway"}, modules: []string{modWebsocket, modNATSServer, modNATSClient}},
+	"internal/loadtest":            {imports: []string{"internal/discord", "internal/discord/codec", "internal/broker", "internal/gateway"}, modules: []string{modWebsocket, modNATSClient}},
 
-	// Planned.
 	"internal/shard":             {stdlibOnly: true},
-	"internal/lease":             {imports: []string{"internal/shard"}},
+	"internal/lease":             {},
 	"internal/identify":          {imports: []string{"internal/discord"}},
 	"internal/coord/coordclient": {imports: []string{"internal/identify"}, modules: []string{modWebsocket}},
 	"internal/coord":             {imports: []string{"internal/discord", "internal/shard", "internal/lease", "internal/identify"}, modules: []string{modWebsocket}},
 	"internal/broker":            {modules: []string{modCompress}},
 	"internal/broker/natsbroker": {imports: []string{"internal/broker"}, modules: []string{modNATSServer, modNATSClient}},
-	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/shard", "internal/identify", "internal/broker"}},
+	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/identify", "internal/broker"}},
 	"internal/dashboard":         {imports: []string{"internal/coord", "internal/broker"}},
 	"internal/metrics":           {imports: []string{"internal/coord", "internal/gateway", "internal/broker"}, modules: []string{modPrometheus}},
 	"client":                     {imports: []string{"internal/broker", "internal/discord"}, modules: []string{modNATSClient}},
@@ -202,6 +203,80 @@ func TestDependencyDirection(t *testing.T) {
 		}
 	}
 	t.Logf("checked %d packages: %s", len(checked), strings.Join(checked, ", "))
+}
+
+// TestLayersExact checks that the table allows nothing nobody uses: every
+// entry is a package of the module, and every module package and
+// third-party module it allows is imported by that package.
+func TestLayersExact(t *testing.T) {
+	m := loadModule(t)
+	own := map[string]*goPackage{}
+	for _, p := range m.own {
+		own[m.rel(p.ImportPath)] = p
+	}
+	for _, name := range sortedKeys(layers) {
+		l := layers[name]
+		p, ok := own[name]
+		if !ok {
+			t.Errorf("layers[%q] names no package of the module; remove the entry", name)
+			continue
+		}
+		usedPkg, usedMod := map[string]bool{}, map[string]bool{}
+		for _, imp := range p.Imports {
+			if m.isOwn(imp) {
+				usedPkg[m.rel(imp)] = true
+			} else if dep := m.byPath[imp]; dep != nil && dep.Module != nil {
+				usedMod[dep.Module.Path] = true
+			}
+		}
+		for _, imp := range l.imports {
+			if !usedPkg[imp] {
+				t.Errorf("layers[%q] allows %s, which it does not import; remove the allowance", name, imp)
+			}
+		}
+		for _, mod := range l.modules {
+			if !usedMod[mod] {
+				t.Errorf("layers[%q] allows module %s, which it does not import; remove the allowance", name, mod)
+			}
+		}
+	}
+}
+
+// TestNoBuildOutputs checks that no tracked file is a compiled program:
+// binaries are built, never committed (.gitignore keeps them out).
+func TestNoBuildOutputs(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git not on PATH")
+	}
+	out, err := exec.Command(git, "ls-files", "-z").Output()
+	if err != nil {
+		t.Skipf("not a git checkout: %v", err)
+	}
+	magics := [][]byte{
+		[]byte("\x7fELF"),        // Linux, BSD
+		{0xcf, 0xfa, 0xed, 0xfe}, // Mach-O 64-bit
+		{0xfe, 0xed, 0xfa, 0xcf}, // Mach-O 64-bit, big-endian
+		[]byte("MZ"),             // Windows PE
+		[]byte("!<arch>\n"),      // archives, test binaries' objects
+	}
+	for name := range strings.SplitSeq(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		if name == "" || strings.Contains(name, "testdata/") {
+			continue
+		}
+		head := make([]byte, 8)
+		f, err := os.Open(name)
+		if err != nil {
+			continue // deleted in the work tree
+		}
+		n, _ := io.ReadFull(f, head)
+		f.Close()
+		for _, mg := range magics {
+			if n >= len(mg) && bytes.Equal(head[:len(mg)], mg) {
+				t.Errorf("%s is a compiled binary; remove it from the repository (git rm --cached) and rebuild it instead", name)
+			}
+		}
+	}
 }
 
 // TestPackageDocs checks that every package has exactly one package doc

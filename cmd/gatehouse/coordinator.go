@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -158,11 +157,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Requests live in runCtx: at shutdown, identify requests still waiting
-	// in the queue end at once instead of holding Shutdown up.
 	handler := withMetrics(dash.Handler(c.Handler()), metricsHandler(metrics.Coordinator(c, lag)), c)
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		BaseContext: func(net.Listener) context.Context { return runCtx }}
+	srv := apiServer(handler, runCtx, log)
 	fmt.Fprintf(stdout, "gatehouse coordinator: API on http://%s (OpenAPI at /openapi.json, dashboard at /, metrics at /metrics), %d shards, max_concurrency %d\n",
 		ln.Addr(), cfg.ShardCount, max(cfg.MaxConcurrency, 1))
 	if f, ok := stdout.(interface{ Sync() error }); ok {

@@ -118,8 +118,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
 	}
 	mh := metricsHandler(metrics.Coordinator(co, b.Consumers), metrics.Node(node))
-	httpSrv := &http.Server{Handler: withMetrics(dash.Handler(co.Handler()), mh, co), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return runCtx }, ErrorLog: slog.NewLogLogger(sc.log.Handler(), slog.LevelDebug)}
+	httpSrv := apiServer(withMetrics(dash.Handler(co.Handler()), mh, co), runCtx, sc.log)
 	bg.Go(func() { co.Run(runCtx) })
 	bg.Go(func() { dash.Run(runCtx) })
 	bg.Go(func() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -114,7 +115,54 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// ipLimiter counts events per client IP in fixed windows and blocks an IP
+// source is what failed authentications are counted by: the client's
+// IPv4 address, or its IPv6 /64, since one IPv6 host is usually given a
+// whole /64 and could rotate through it.
+func source(r *http.Request) string {
+	ip, err := netip.ParseAddr(clientIP(r))
+	if err != nil {
+		return clientIP(r)
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+// authLimiter limits failed authentications: per source, and across all
+// sources together so that a flood from many addresses costs a bounded
+// amount of work and logging. It only ever sees failures: a request with
+// a valid credential is never counted nor refused, so no client's
+// failures can lock a valid credential out, whether it shares the
+// attacker's address (a proxy, NAT, Kubernetes SNAT) or not. It is a pure
+// core: the caller passes the time and holds the lock.
+type authLimiter struct {
+	perSource ipLimiter
+	// GlobalMax failures per Window across every source; beyond it every
+	// failure is answered 429 at once until the window ends.
+	GlobalMax   int
+	globalStart time.Time
+	globalCount int
+}
+
+// fail counts a failed authentication from src at now and reports whether
+// the failure is over a limit, with the time until it would not be.
+func (l *authLimiter) fail(now time.Time, src string) (limited bool, retry time.Duration) {
+	w := l.perSource.Window
+	if now.Sub(l.globalStart) >= w {
+		l.globalStart, l.globalCount = now, 0
+	}
+	l.globalCount++
+	ok, retry := l.perSource.hit(now, src)
+	if l.globalCount > l.GlobalMax {
+		return true, max(retry, l.globalStart.Add(w).Sub(now))
+	}
+	return !ok, retry
+}
+
+// ipLimiter counts events per client IP in fixed windows and refuses an IP
 // that exceeds Max in one Window until the window after. It is a pure core:
 // the caller passes the time and holds the lock. The table is bounded: when
 // full, entries whose window ended are dropped, and if none has, new IPs
@@ -145,15 +193,6 @@ func (l *ipLimiter) hit(now time.Time, ip string) (ok bool, retry time.Duration)
 	}
 	e.count++
 	return true, 0
-}
-
-// blocked reports whether ip is over its limit at now, without counting.
-func (l *ipLimiter) blocked(now time.Time, ip string) (bool, time.Duration) {
-	e, ok := l.entries[ip]
-	if !ok || now.Sub(e.start) >= l.Window || e.count < l.Max {
-		return false, 0
-	}
-	return true, e.start.Add(l.Window).Sub(now)
 }
 
 func (l *ipLimiter) entry(now time.Time, ip string) *ipEntry {

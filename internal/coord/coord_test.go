@@ -107,16 +107,59 @@ func TestAuthFailureLimit(t *testing.T) {
 				t.Fatalf("failure %d: %d, want 401", i, got)
 			}
 		}
-		// Over the limit even the right token is refused until the minute ends.
-		got, h, body := do(c, "GET", "/v1/status", bearer(testTokens.Admin), "", "")
+		// Over the limit, failures are refused with 429 until the minute ends…
+		got, h, body := do(c, "GET", "/v1/status", bearer("guess"), "", "")
 		if got != 429 || h.Get("Retry-After") != "60" || !strings.Contains(body, "too many failed authentications") {
-			t.Errorf("after 3 failures: %d %q %s, want 429 with Retry-After 60", got, h.Get("Retry-After"), body)
+			t.Errorf("4th failure: %d %q %s, want 429 with Retry-After 60", got, h.Get("Retry-After"), body)
+		}
+		// …but a valid credential from the same address is never refused.
+		for _, tok := range []string{testTokens.Admin, testTokens.Node, testTokens.Status} {
+			if got, _, body := do(c, "GET", "/v1/status", bearer(tok), "", ""); got != 200 {
+				t.Errorf("valid token after the failures: %d %s, want 200", got, body)
+			}
 		}
 		time.Sleep(time.Minute)
-		if got, _, _ := do(c, "GET", "/v1/status", bearer(testTokens.Admin), "", ""); got != 200 {
-			t.Errorf("a minute later: %d, want 200", got)
+		if got, _, _ := do(c, "GET", "/v1/status", bearer("guess"), "", ""); got != 401 {
+			t.Errorf("a failure a minute later: %d, want 401", got)
 		}
 	})
+}
+
+func TestAuthLimiter(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	l := authLimiter{perSource: ipLimiter{Max: 2, Window: time.Minute, MaxIPs: 100}, GlobalMax: 5}
+	type step struct {
+		at      time.Duration
+		src     string
+		limited bool
+	}
+	for i, s := range []step{
+		{0, "a", false}, {0, "a", false}, {0, "a", true}, // a over its own limit
+		{0, "b", false}, {0, "b", false}, // 5 failures in all: at the cap
+		{0, "c", true},            // 6th: the global cap answers for everyone
+		{time.Minute, "c", false}, // a new window
+		{time.Minute, "a", false},
+	} {
+		if got, _ := l.fail(t0.Add(s.at), s.src); got != s.limited {
+			t.Errorf("step %d (%s at %v): limited %v, want %v", i, s.src, s.at, got, s.limited)
+		}
+	}
+}
+
+func TestSource(t *testing.T) {
+	for addr, want := range map[string]string{
+		"192.0.2.7:5555":            "192.0.2.7",
+		"[::ffff:192.0.2.7]:5555":   "192.0.2.7",
+		"[2001:db8:1:2:aaaa::1]:80": "2001:db8:1:2::/64",
+		"[2001:db8:1:2:bbbb::9]:80": "2001:db8:1:2::/64",
+		"pipe":                      "pipe",
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = addr
+		if got := source(r); got != want {
+			t.Errorf("source(%q) = %q, want %q", addr, got, want)
+		}
+	}
 }
 
 func TestIPLimiterBounded(t *testing.T) {

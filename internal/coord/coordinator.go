@@ -69,10 +69,14 @@ type Config struct {
 	// MaxReportBytes caps a node heartbeat, which carries a report per
 	// shard (about 250 bytes each). Default 8 MiB.
 	MaxReportBytes int64
-	// AuthFailures is how many failed authentications one client IP may
-	// make per minute before it is refused for the rest of the minute.
-	// Default 20.
+	// AuthFailures is how many failed authentications one source (an IPv4
+	// address, an IPv6 /64) may make per minute before its failures are
+	// answered 429 for the rest of the minute. Default 20. Requests with a
+	// valid credential are never counted nor refused.
 	AuthFailures int
+	// AuthFailuresGlobal caps failed authentications per minute across
+	// every source. Default 1000.
+	AuthFailuresGlobal int
 	// ConnectsPerMinute caps Shardman connects and push-channel connections
 	// per client IP. Default 120.
 	ConnectsPerMinute int
@@ -130,6 +134,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.AuthFailures <= 0 {
 		c.AuthFailures = 20
 	}
+	if c.AuthFailuresGlobal <= 0 {
+		c.AuthFailuresGlobal = 1000
+	}
 	if c.ConnectsPerMinute <= 0 {
 		c.ConnectsPerMinute = 120
 	}
@@ -153,7 +160,7 @@ type Coordinator struct {
 	mux  *http.ServeMux
 
 	mu       sync.Mutex
-	fails    ipLimiter // failed authentications per IP
+	fails    authLimiter // failed authentications per source and in all
 	connects ipLimiter // Shardman connects per IP
 	glance   glanceBoard
 	shardman *shardman
@@ -198,7 +205,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg: cfg, log: cfg.Logger, keys: keys, fleet: fl, planner: planner, recommended: cfg.Recommended,
 		gate:     identify.NewLocalGate(identify.NewScheduler(cfg.MaxConcurrency, cfg.IdentifyInterval, cfg.IdentifyMargin, cfg.SessionStarts, cfg.SessionReset)),
-		fails:    ipLimiter{Max: cfg.AuthFailures, Window: time.Minute, MaxIPs: 100_000},
+		fails:    authLimiter{perSource: ipLimiter{Max: cfg.AuthFailures, Window: time.Minute, MaxIPs: 100_000}, GlobalMax: cfg.AuthFailuresGlobal},
 		connects: ipLimiter{Max: cfg.ConnectsPerMinute, Window: time.Minute, MaxIPs: 100_000},
 		glance:   glanceBoard{interval: cfg.HealthInterval},
 		shardman: newShardman(cfg.ShardCount, cfg.BeatTimeout),

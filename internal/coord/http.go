@@ -94,22 +94,20 @@ func (c *Coordinator) Authorize(r *http.Request, need Role) error {
 // a message and a machine-readable code.
 func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
 
-// authorize returns the request's role if it may act as need. Failures
-// count against the client IP; an IP over its limit is refused before its
-// credentials are even looked at.
+// authorize returns the request's role if it may act as need. The
+// credential is always checked: a valid one is never refused, whatever
+// other clients did from the same address. A failure counts against its
+// source and against the global cap; over either it is answered 429.
 func (c *Coordinator) authorize(r *http.Request, need Role) (Role, error) {
-	ip, now := clientIP(r), time.Now()
-	c.mu.Lock()
-	blocked, retry := c.fails.blocked(now, ip)
-	c.mu.Unlock()
-	if blocked {
-		return RoleNone, &retryError{fmt.Errorf("%w: too many failed authentications from %s", ErrTooManyRequests, ip), retry}
-	}
 	role := c.keys.role(credential(r))
 	if role == RoleNone {
+		src := source(r)
 		c.mu.Lock()
-		c.fails.hit(now, ip)
+		limited, retry := c.fails.fail(time.Now(), src)
 		c.mu.Unlock()
+		if limited {
+			return RoleNone, &retryError{fmt.Errorf("%w: too many failed authentications from %s", ErrTooManyRequests, src), retry}
+		}
 		return RoleNone, fmt.Errorf("%w: missing or unknown token (send Authorization: Bearer <token>)", ErrUnauthorized)
 	}
 	if !role.allows(need) {

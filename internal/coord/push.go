@@ -131,12 +131,14 @@ func (c *Coordinator) pushChannel(w http.ResponseWriter, r *http.Request) error 
 	if id == "" || len(id) > 128 {
 		return fmt.Errorf("%w: node ID: want 1 to 128 characters", ErrBadRequest)
 	}
+	// Counted per node, not per address: the caller is authenticated, and
+	// a fleet behind one NAT must not share one allowance.
 	now := time.Now()
 	c.mu.Lock()
-	ok, retry := c.connects.hit(now, clientIP(r))
+	ok, retry := c.connects.hit(now, "node:"+id)
 	c.mu.Unlock()
 	if !ok {
-		return &retryError{fmt.Errorf("%w: too many connections from %s", ErrTooManyRequests, clientIP(r)), retry}
+		return &retryError{fmt.Errorf("%w: node %s reconnected its push channel too often", ErrTooManyRequests, id), retry}
 	}
 	pc, detach, err := c.push.attach(id)
 	if err != nil {

@@ -32,7 +32,14 @@ type Config struct {
 	Sample time.Duration
 	// SaveEvery is how often the history is saved. Default 1m.
 	SaveEvery time.Duration
-	Logger    *slog.Logger
+	// MaxPublicStreams caps the public page's live streams (GET
+	// /public/stream, no token needed); one more is answered 503 with
+	// Retry-After. Default 1000. MaxAdminStreams caps the authenticated
+	// ones apart (GET /v1/stream), so a crowd on the public page never
+	// shuts operators out. Default 100.
+	MaxPublicStreams int
+	MaxAdminStreams  int
+	Logger           *slog.Logger
 }
 
 // Dashboard computes the view for every page and serves the pages (see
@@ -72,6 +79,12 @@ func New(cfg Config) (*Dashboard, error) {
 	}
 	if cfg.SaveEvery <= 0 {
 		cfg.SaveEvery = time.Minute
+	}
+	if cfg.MaxPublicStreams <= 0 {
+		cfg.MaxPublicStreams = 1000
+	}
+	if cfg.MaxAdminStreams <= 0 {
+		cfg.MaxAdminStreams = 100
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -245,18 +258,34 @@ func (d *Dashboard) broadcastLocked(admin, public [][]byte) {
 	}
 }
 
-// subscribe registers a page and returns it with its snapshot frame.
-func (d *Dashboard) subscribe(admin bool) (*subscriber, []byte) {
+// errTooManyStreams refuses a live stream over its cap.
+var errTooManyStreams = errors.New("dashboard: too many live streams")
+
+// subscribe registers a page and returns it with its snapshot frame, or
+// errTooManyStreams when its kind of stream is at its cap.
+func (d *Dashboard) subscribe(admin bool) (*subscriber, []byte, error) {
 	s := &subscriber{admin: admin, ch: make(chan []byte, 64), gone: make(chan struct{})}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	limit, n := d.cfg.MaxPublicStreams, 0
+	if admin {
+		limit = d.cfg.MaxAdminStreams
+	}
+	for o := range d.subs {
+		if o.admin == admin {
+			n++
+		}
+	}
+	if n >= limit {
+		return nil, nil, errTooManyStreams
+	}
 	v := d.view
 	if !admin {
 		v = v.Public()
 	}
 	snap := frame("snapshot", snapshotMsg{Cells: v.Cells, Fleet: v.Fleet, History: d.hist.Points(), Admin: admin})
 	d.subs[s] = struct{}{}
-	return s, snap
+	return s, snap, nil
 }
 
 func (d *Dashboard) unsubscribe(s *subscriber) {

@@ -280,3 +280,66 @@ func TestBuildReshard(t *testing.T) {
 		t.Errorf("a finished reshard still shows: %+v", v.Fleet.Reshard)
 	}
 }
+
+// TestStreamCapsAndFraming: public streams are capped apart from admin
+// ones (one more is answered 503 with Retry-After, and operators still
+// get theirs), and no page may be framed.
+func TestStreamCapsAndFraming(t *testing.T) {
+	co, err := coord.New(coord.Config{Tokens: coord.Tokens{Admin: "adm", Status: "sta"}, ShardCount: 1, SessionStarts: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Config{Coordinator: co, MaxPublicStreams: 2, MaxAdminStreams: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler(co.Handler()))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	get := func(path, token string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var open []*http.Response
+	defer func() {
+		for _, r := range open {
+			r.Body.Close()
+		}
+	}()
+	for i := range 2 {
+		r := get("/public/stream", "")
+		open = append(open, r)
+		if r.StatusCode != 200 {
+			t.Fatalf("public stream %d: %d, want 200", i, r.StatusCode)
+		}
+		sseReader{bufio.NewScanner(r.Body)}.next(t) // registered once its snapshot arrives
+	}
+	over := get("/public/stream", "")
+	body, _ := io.ReadAll(over.Body)
+	over.Body.Close()
+	if over.StatusCode != 503 || over.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "unavailable") {
+		t.Errorf("third public stream: %d %q %s, want 503 with Retry-After", over.StatusCode, over.Header.Get("Retry-After"), body)
+	}
+	adm := get("/v1/stream", "sta")
+	open = append(open, adm)
+	if adm.StatusCode != 200 {
+		t.Errorf("admin stream with the public ones full: %d, want 200", adm.StatusCode)
+	}
+	for _, path := range []string{"/", "/admin"} {
+		r := get(path, "")
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(r.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+			t.Errorf("GET %s may be framed: %v", path, r.Header)
+		}
+	}
+}

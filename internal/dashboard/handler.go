@@ -30,7 +30,11 @@ func (d *Dashboard) Handler(api http.Handler) http.Handler {
 	page := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:")
+		// No page may be framed (clickjacking the admin view's buttons):
+		// frame-ancestors for current browsers, X-Frame-Options for old ones.
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("Referrer-Policy", "no-referrer")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		http.ServeFileFS(w, r, static, "index.html")
 	}
@@ -114,12 +118,19 @@ func (d *Dashboard) shard(w http.ResponseWriter, r *http.Request) {
 // stream serves server-sent events: the snapshot, then changes, with a
 // comment every 15 s to keep proxies from closing an idle stream.
 func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request, admin bool) {
+	s, snap, err := d.subscribe(admin)
+	if err != nil {
+		w.Header().Set("Retry-After", "30")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":"too many live streams are open; retry later","code":"unavailable","retry_after_ms":30000}` + "\n"))
+		return
+	}
+	defer d.unsubscribe(s)
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
-	s, snap := d.subscribe(admin)
-	defer d.unsubscribe(s)
 	if _, err := w.Write([]byte("retry: 2000\n\n")); err != nil {
 		return
 	}
