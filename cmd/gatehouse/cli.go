@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -17,7 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordclient"
 	"github.com/gatehouse-dev/gatehouse/internal/dashboard"
 )
 
@@ -29,24 +29,14 @@ type unhealthyError struct{ n int }
 
 func (e unhealthyError) Error() string { return fmt.Sprintf("%d shard(s) unhealthy", e.n) }
 
-// apiClient calls the coordinator's API.
-type apiClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
 // apiFlags adds -coordinator and -token to fs; tokenEnv names the
 // environment variables the token comes from when -token is not given, in
-// order.
-func apiFlags(fs *flag.FlagSet, tokenEnv ...string) func() (*apiClient, error) {
+// order. The function it returns makes the coordinator's client; the
+// caller closes it.
+func apiFlags(fs *flag.FlagSet, tokenEnv ...string) func() (*coordclient.Client, error) {
 	base := fs.String("coordinator", envOr("GATEHOUSE_COORDINATOR", "http://127.0.0.1:8080"), "the coordinator's `URL` (default $GATEHOUSE_COORDINATOR or http://127.0.0.1:8080)")
 	token := fs.String("token", "", "API `token` (default $"+strings.Join(tokenEnv, ", else $")+")")
-	return func() (*apiClient, error) {
-		u, err := url.Parse(*base)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, usageError{fmt.Sprintf("-coordinator %q: want http://HOST:PORT", *base)}
-		}
+	return func() (*coordclient.Client, error) {
 		tok := *token
 		for _, env := range tokenEnv {
 			if tok == "" {
@@ -56,51 +46,12 @@ func apiFlags(fs *flag.FlagSet, tokenEnv ...string) func() (*apiClient, error) {
 		if tok == "" {
 			return nil, usageError{"no token: pass -token or set $" + strings.Join(tokenEnv, " or $")}
 		}
-		return &apiClient{base: strings.TrimRight(*base, "/"), token: tok, http: &http.Client{Timeout: 15 * time.Second}}, nil
-	}
-}
-
-// do calls the API and decodes a 2xx answer into out; other answers come
-// back as errors with the coordinator's message.
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
+		c, err := coordclient.New(coordclient.Config{URL: *base, Token: tok, HTTP: &http.Client{Timeout: 15 * time.Second}, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
-			return err
+			return nil, usageError{fmt.Sprintf("-coordinator: %v", err)}
 		}
-		rd = bytes.NewReader(b)
+		return c, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("coordinator at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
-		return fmt.Errorf("coordinator: %s: %s", resp.Status, e.Error)
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
 }
 
 // parseInterspersed parses fs allowing flags after the positional
@@ -137,16 +88,16 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var st coord.Status
-	var shards coord.ShardList
-	var plan coord.PlannerState
-	if err := c.do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
 		return err
 	}
-	if err := c.do(ctx, "GET", "/v1/shards", nil, &shards); err != nil {
+	shards, err := c.Shards(ctx)
+	if err != nil {
 		return err
 	}
-	planErr := c.do(ctx, "GET", "/v1/planner", nil, &plan)
+	plan, planErr := c.Planner(ctx)
 	bad := 0
 	for _, s := range shards.Shards {
 		if cl := dashboard.Class(s.State); cl == dashboard.ClassBad || cl == dashboard.ClassUnknown {
@@ -157,13 +108,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(struct {
-			Status coord.Status    `json:"status"`
-			Shards coord.ShardList `json:"shards"`
+			Status coordapi.Status    `json:"status"`
+			Shards coordapi.ShardList `json:"shards"`
 		}{st, shards}); err != nil {
 			return err
 		}
 	} else {
-		printStatus(stdout, c.base, st, shards, plan, planErr)
+		printStatus(stdout, c.URL(), st, shards, plan, planErr)
 	}
 	if bad > 0 {
 		return unhealthyError{bad}
@@ -171,7 +122,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-func printStatus(w io.Writer, base string, st coord.Status, shards coord.ShardList, plan coord.PlannerState, planErr error) {
+func printStatus(w io.Writer, base string, st coordapi.Status, shards coordapi.ShardList, plan coordapi.PlannerState, planErr error) {
 	now := time.Now()
 	byState := map[string]int{}
 	guilds := 0
@@ -226,7 +177,7 @@ func printStatus(w io.Writer, base string, st coord.Status, shards coord.ShardLi
 	} else {
 		fmt.Fprintln(w, "\nNodes: none")
 	}
-	var sick []coord.ShardInfo
+	var sick []coordapi.ShardInfo
 	for _, s := range shards.Shards {
 		if dashboard.Class(s.State) != dashboard.ClassOK {
 			sick = append(sick, s)
@@ -277,16 +228,9 @@ func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var ans struct {
-		GuildID    string `json:"guild_id"`
-		Shard      int    `json:"shard"`
-		ShardCount int    `json:"shard_count"`
-		Node       string `json:"node"`
-		Worker     string `json:"worker"`
-		State      string `json:"state"`
-		Guilds     *int   `json:"guilds"`
-	}
-	if err := c.do(ctx, "GET", "/v1/guilds/"+strconv.FormatUint(id, 10), nil, &ans); err != nil {
+	defer c.Close()
+	ans, err := c.Guild(ctx, id)
+	if err != nil {
 		return err
 	}
 	holder := "nobody"
@@ -319,14 +263,13 @@ func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	typ := "drain"
+	typ := coordapi.CmdDrain
 	if *undo {
-		typ = "undrain"
+		typ = coordapi.CmdUndrain
 	}
-	var res struct {
-		Delivered []string `json:"delivered"`
-	}
-	if err := c.do(ctx, "POST", "/v1/commands", map[string]any{"target": pos[0], "type": typ}, &res); err != nil {
+	defer c.Close()
+	res, err := c.Command(ctx, coordapi.CommandRequest{Target: pos[0], Command: coordapi.Command{Type: typ}})
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s %s: done; the coordinator moves its shards with the next heartbeats (push channel reached: %s)\n",
@@ -352,8 +295,10 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var plan coord.ReshardPlan
-	if err := c.do(ctx, "POST", "/v1/reshard", map[string]any{"to": *to, "dry_run": true}, &plan); err != nil {
+	defer c.Close()
+	req := coordapi.ReshardRequest{To: *to}
+	plan, err := c.PlanReshard(ctx, req)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, plan.Summary)
@@ -363,7 +308,7 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *dry {
 		return nil
 	}
-	if err := c.do(ctx, "POST", "/v1/reshard", map[string]any{"to": *to}, nil); err != nil {
+	if _, err := c.StartReshard(ctx, req); err != nil {
 		return err
 	}
 	if !*wait {
@@ -374,21 +319,18 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 // followReshard prints a reshard's phases and progress until it ends.
-func followReshard(ctx context.Context, c *apiClient, stdout io.Writer) error {
+func followReshard(ctx context.Context, c *coordclient.Client, stdout io.Writer) error {
 	last := ""
 	for {
-		var st struct {
-			Reshard *coord.Reshard `json:"reshard"`
-		}
-		if err := c.do(ctx, "GET", "/v1/reshard", nil, &st); err != nil {
+		r, err := c.Reshard(ctx)
+		if err != nil {
 			return err
 		}
-		r := st.Reshard
 		if r == nil {
 			return errors.New("reshard: the coordinator reports none (did it restart?)")
 		}
 		line := fmt.Sprintf("%s: %s", r.Phase, r.Note)
-		if r.Phase == coord.PhaseStarting {
+		if r.Phase == coordapi.PhaseStarting {
 			line = fmt.Sprintf("starting: %d of %d new shards ready with their guilds", r.Ready, r.To)
 		}
 		if line != last {
@@ -396,10 +338,10 @@ func followReshard(ctx context.Context, c *apiClient, stdout io.Writer) error {
 			last = line
 		}
 		switch r.Phase {
-		case coord.PhaseDone:
+		case coordapi.PhaseDone:
 			fmt.Fprintf(stdout, "reshard %d → %d done in %s\n", r.From, r.To, r.Finished.Sub(r.Started).Round(100*time.Millisecond))
 			return nil
-		case coord.PhaseCancelled:
+		case coordapi.PhaseCancelled:
 			return fmt.Errorf("reshard %d → %d cancelled", r.From, r.To)
 		}
 		select {

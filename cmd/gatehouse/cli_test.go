@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // TestOperatorCommands runs status, lookup, drain and reshard against a
@@ -52,7 +53,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	out, err = cli("status", "-json")
 	var js struct {
-		Shards coord.ShardList `json:"shards"`
+		Shards coordapi.ShardList `json:"shards"`
 	}
 	if json.Unmarshal([]byte(out), &js) != nil || len(js.Shards.Shards) != 4 || err == nil {
 		t.Errorf("status -json: %v\n%s", err, out)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/coord/coordclient"
 	"github.com/gatehouse-dev/gatehouse/internal/discord/codec"
 	"github.com/gatehouse-dev/gatehouse/internal/gateway"
@@ -162,7 +163,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if cfg.NodeID == "" {
 			cfg.NodeID, _ = os.Hostname()
 		}
-		report := func() []coordclient.ShardReport { return shardReports(node.Status()) }
+		report := func() []coordapi.ShardReport { return shardReports(node.Status()) }
 		if agent, err = cc.NewAgent(coordclient.AgentConfig{NodeID: cfg.NodeID, Capacity: *capacity, Report: report, ExitWhenDrained: *exitDrained}); err != nil {
 			return usageError{"gateway: -node-id: " + err.Error()}
 		}
@@ -350,14 +351,14 @@ func parseShardList(s string) ([]int, error) {
 }
 
 // shardReports turns a node's shard status into the agent's reports.
-func shardReports(sts []gateway.ShardStatus) []coordclient.ShardReport {
-	out := make([]coordclient.ShardReport, len(sts))
+func shardReports(sts []gateway.ShardStatus) []coordapi.ShardReport {
+	out := make([]coordapi.ShardReport, len(sts))
 	for i, st := range sts {
-		r := coordclient.ShardReport{
-			Shard: st.Shard, State: st.Condition(), LatencyMS: float64(st.Latency) / float64(time.Millisecond), Events: st.Events,
-			Identifies: st.Counters.Identifies, Resumes: st.Counters.Resumes, Reconnects: st.Counters.Reconnects,
-			Zombies: st.Counters.Zombies, ReadyAt: st.ReadyAt, Error: st.Error,
-			NumShards: st.NumShards, Mode: st.Mode, GuildsPending: st.GuildsPending, HandedOver: st.HandedOver,
+		r := coordapi.ShardReport{
+			Shard: st.Shard, State: st.Condition(), LatencyMS: float64(st.Latency) / float64(time.Millisecond),
+			ShardCounters: coordapi.ShardCounters{Events: st.Events, Identifies: st.Counters.Identifies, Resumes: st.Counters.Resumes,
+				Reconnects: st.Counters.Reconnects, Zombies: st.Counters.Zombies, ReadyAt: st.ReadyAt},
+			Error: st.Error, NumShards: st.NumShards, Mode: st.Mode, GuildsPending: st.GuildsPending, HandedOver: st.HandedOver,
 		}
 		if st.GuildsKnown {
 			r.Guilds = &st.Guilds

@@ -15,6 +15,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/client"
 	"github.com/gatehouse-dev/gatehouse/internal/broker/natsbroker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/coord/coordclient"
 	"github.com/gatehouse-dev/gatehouse/internal/dashboard"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
@@ -107,7 +108,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	}
 	defer cc.Close()
 	var node *gateway.Node // the agent's reports read it once it runs
-	agent, err := cc.NewAgent(coordclient.AgentConfig{NodeID: sc.name, Report: func() []coordclient.ShardReport { return shardReports(node.Status()) }})
+	agent, err := cc.NewAgent(coordclient.AgentConfig{NodeID: sc.name, Report: func() []coordapi.ShardReport { return shardReports(node.Status()) }})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -188,7 +189,7 @@ func TestGlanceHTTP(t *testing.T) {
 		time.Sleep(10 * time.Second)
 		c.sweep(time.Now())
 		_, _, body := do(c, "GET", "/api/status", bearer(testTokens.Status), "", "")
-		var list []GlanceShard
+		var list []coordapi.GlanceShard
 		json.Unmarshal([]byte(body), &list)
 		if len(list) != 2 || list[0].StateName != "unhealthy" || list[1].StateName != "unhealthy" {
 			t.Errorf("after the interval: %s", body)

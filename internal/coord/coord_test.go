@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 )
 
@@ -237,7 +238,7 @@ func TestIdentifyQueue(t *testing.T) {
 			t.Errorf("after a waiter left: %d after %v, want 200 after 5s (one interval after shard 4)", code, time.Since(t1))
 		}
 		code, _, body := do(c, "GET", "/v1/identify", bearer(testTokens.Status), "", "")
-		var q IdentifyQueue
+		var q coordapi.IdentifyQueue
 		if err := json.Unmarshal([]byte(body), &q); code != 200 || err != nil || q.MaxConcurrency != 2 || len(q.Buckets) != 2 || q.IntervalMS != 5000 {
 			t.Errorf("queue state: %d %v %s", code, err, body)
 		}
@@ -293,7 +294,7 @@ func TestIdentifyBudgetExhausted(t *testing.T) {
 			t.Fatalf("first identify: %d", code)
 		}
 		code, h, body := do(c, "POST", "/v1/identify/1", bearer(testTokens.Node), "", "")
-		var e errorBody
+		var e coordapi.ErrorBody
 		json.Unmarshal([]byte(body), &e)
 		if code != 429 || h.Get("Retry-After") != "3600" || e.RetryAfterMS != 3600_000 || !strings.Contains(e.Error, "session-start budget exhausted") {
 			t.Errorf("over budget: %d Retry-After %q %s", code, h.Get("Retry-After"), body)
@@ -407,6 +408,26 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The error codes are the ones the API answers.
+	var errs struct {
+		Components struct {
+			Schemas struct {
+				Error struct {
+					Properties struct {
+						Code struct {
+							Enum []string `json:"enum"`
+						} `json:"code"`
+					} `json:"properties"`
+				} `json:"Error"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openAPIDoc, &errs); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(coordapi.Codes, errs.Components.Schemas.Error.Properties.Code.Enum); diff != "" {
+		t.Errorf("openapi.json's error codes differ from coordapi.Codes (-want +got):\n%s", diff)
 	}
 	code, h, body := do(c, "GET", "/openapi.json", "", "", "")
 	if code != 200 || h.Get("Content-Type") != "application/json" || len(body) != len(openAPIDoc) {

@@ -161,7 +161,7 @@ type Coordinator struct {
 
 	mu       sync.Mutex
 	fails    authLimiter // failed authentications per source and in all
-	connects ipLimiter // Shardman connects per IP
+	connects ipLimiter   // Shardman connects per IP
 	glance   glanceBoard
 	shardman *shardman
 	fleet    *fleet

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/identify"
 )
 
@@ -91,47 +92,40 @@ func statusOf(err error) int {
 func codeOf(err error) string {
 	switch {
 	case errors.Is(err, identify.ErrBudgetExhausted):
-		return "budget_exhausted"
+		return coordapi.CodeBudgetExhausted
 	case errors.Is(err, ErrNoShardFree):
-		return "no_shard_free"
+		return coordapi.CodeNoShardFree
+	case errors.Is(err, ErrClosed):
+		return coordapi.CodeShuttingDown
 	}
 	switch statusOf(err) {
 	case http.StatusUnauthorized:
-		return "unauthorized"
+		return coordapi.CodeUnauthorized
 	case http.StatusForbidden:
-		return "forbidden"
+		return coordapi.CodeForbidden
 	case http.StatusNotFound:
-		return "not_found"
+		return coordapi.CodeNotFound
 	case http.StatusBadRequest:
-		return "bad_request"
+		return coordapi.CodeBadRequest
 	case http.StatusTooManyRequests:
-		return "too_many_requests"
+		return coordapi.CodeTooManyRequests
+	case http.StatusConflict:
+		return coordapi.CodeConflict
 	case http.StatusServiceUnavailable:
-		return "shutting_down"
+		return coordapi.CodeUnavailable
 	case http.StatusRequestEntityTooLarge:
-		return "too_large"
+		return coordapi.CodeTooLarge
 	case http.StatusNotImplemented:
-		return "not_implemented"
+		return coordapi.CodeNotImplemented
 	}
-	return "internal"
-}
-
-// errorBody is the JSON body of every error of the coordinator's own API.
-type errorBody struct {
-	Error string `json:"error"`
-	// Code names the error for programs: unauthorized, forbidden,
-	// not_found, bad_request, too_many_requests, budget_exhausted,
-	// no_shard_free, shutting_down, too_large, not_implemented or internal.
-	Code string `json:"code"`
-	// RetryAfterMS is set when the request may be retried later.
-	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+	return coordapi.CodeInternal
 }
 
 // writeError answers err as JSON with statusOf's status and, when the
 // error says when to retry, a Retry-After header.
 func writeError(w http.ResponseWriter, err error) {
 	status := statusOf(err)
-	body := errorBody{Error: err.Error(), Code: codeOf(err)}
+	body := coordapi.ErrorBody{Error: err.Error(), Code: codeOf(err)}
 	if after := setRetryAfter(w, err); after > 0 {
 		body.RetryAfterMS = after.Milliseconds()
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/lease"
 )
 
@@ -34,7 +35,7 @@ type fleet struct {
 	// taken reports shards held outside the fleet (Shardman workers); nil:
 	// none. They are never assigned to a node.
 	taken func(shard int) bool
-	// reports are the nodes' last reports per shard (see ShardReport).
+	// reports are the nodes' last reports per shard (see coordapi.ShardReport).
 	reports map[int]reported
 	// handoffs are the shards moving between live nodes: revoked from
 	// from, not yet ready on the next node. At most one per identify
@@ -48,7 +49,7 @@ type fleet struct {
 	// beside this one (sharing nodes and drained); nil outside a reshard.
 	next *fleet
 	// reshard is the reshard under way, or the last one.
-	reshard *Reshard
+	reshard *coordapi.Reshard
 	// shardingRequired notes a shard report that Discord closed with
 	// 4011: the coordinator starts an emergency reshard.
 	shardingRequired bool
@@ -66,106 +67,13 @@ type fleetNode struct {
 	lastSeen time.Time
 }
 
-// heldShard is a shard a node reports running, with its lease token.
-type heldShard struct {
-	Shard int    `json:"shard"`
-	Token uint64 `json:"token"`
-}
-
-// nodeBeat is a node's heartbeat.
-type nodeBeat struct {
-	// Capacity is the most shards the node will run; 0 means no limit.
-	Capacity int `json:"capacity"`
-	// Draining asks for no new shards and for the held ones to move away.
-	Draining bool `json:"draining"`
-	genBeat
-	// Next is the node's part in a reshard's new generation.
-	Next *genBeat `json:"next,omitempty"`
-}
-
-// genBeat is what a heartbeat says about the shards of one count.
-type genBeat struct {
-	// ShardCount is the count of these shards; 0 means the coordinator's.
-	ShardCount int `json:"shard_count"`
-	// Shards are the shards the node runs, with their lease tokens.
-	Shards []heldShard `json:"shards"`
-	// Released are shards the node stopped (after a revoke) and saved.
-	Released []heldShard `json:"released"`
-	// Reports describe the shards the node runs (optional).
-	Reports []ShardReport `json:"reports,omitempty"`
-}
-
-// ShardReport is what a node says about one shard it runs, with each
-// heartbeat.
-type ShardReport struct {
-	Shard int `json:"shard"`
-	// NumShards is the shard's count (0: the section's).
-	NumShards int `json:"num_shards,omitempty"`
-	// State is the session's state: waiting (for its identify turn),
-	// connecting, identifying, resuming, ready, stopped…
-	State string `json:"state"`
-	// Mode is the shard's publish mode during a reshard (hold, dedup,
-	// handover); HandedOver says, in handover, that every new shard it
-	// feeds took over.
-	Mode       string `json:"mode,omitempty"`
-	HandedOver bool   `json:"handed_over,omitempty"`
-	// Guilds is how many guilds the session holds; absent until known.
-	// GuildsPending is how many of them have not arrived yet.
-	Guilds        *int    `json:"guilds,omitempty"`
-	GuildsPending int     `json:"guilds_pending,omitempty"`
-	LatencyMS     float64 `json:"latency_ms"`
-	ShardCounters
-	Error string `json:"error,omitempty"`
-}
-
-// ShardCounters are a node's counters on one shard, in its reports and in
-// GET /v1/shards: Events counts the dispatches received since the shard
-// started on the node; Identifies, Resumes, Reconnects and Zombies its
-// sessions; ReadyAt is when the session last became ready.
-type ShardCounters struct {
-	Events     int64     `json:"events"`
-	Identifies int64     `json:"identifies"`
-	Resumes    int64     `json:"resumes"`
-	Reconnects int64     `json:"reconnects"`
-	Zombies    int64     `json:"zombies"`
-	ReadyAt    time.Time `json:"ready_at,omitzero"`
-}
-
 // reported is the last report on a shard, from the node that held it.
 type reported struct {
-	ShardReport
+	coordapi.ShardReport
 	node  string
 	at    time.Time
 	since time.Time // when the shard entered State (or this node took it)
 	rate  float64   // events per second between the last two reports
-}
-
-// nodeOrders is the answer to a heartbeat.
-type nodeOrders struct {
-	genOrders
-	LeaseTTLMS int64 `json:"lease_ttl_ms"`
-	// Drained says an operator drained the node: it gets no shards, and
-	// gives its own up one by one as other nodes can take them.
-	Drained bool `json:"drained,omitempty"`
-	// Next are the orders for a reshard's new generation. A node whose
-	// current count differs from ShardCount retires its shards of other
-	// counts (after a reshard switched, or one it missed).
-	Next *genOrders `json:"next,omitempty"`
-}
-
-// genOrders are the orders for the shards of one count.
-type genOrders struct {
-	ShardCount int `json:"shard_count"`
-	// Mode is the publish mode of these shards (see ShardReport.Mode).
-	Mode string `json:"mode,omitempty"`
-	// Assign are shards to start now, each with its new lease token.
-	Assign []heldShard `json:"assign"`
-	// Renewed are the held shards whose leases were renewed, with tokens
-	// (a coordinator that restarted issues new ones).
-	Renewed []heldShard `json:"renewed"`
-	// Revoke are shards to stop, save and report released: moved to
-	// another node, or no longer leased to this one.
-	Revoke []int `json:"revoke"`
 }
 
 func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int, firstToken uint64) (*fleet, error) {
@@ -177,12 +85,12 @@ func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int, fir
 }
 
 // beat applies node id's heartbeat at now and returns its orders.
-func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
+func (f *fleet) beat(now time.Time, id string, b coordapi.NodeBeat) (coordapi.NodeOrders, error) {
 	if id == "" || len(id) > 128 {
-		return nodeOrders{}, fmt.Errorf("%w: node ID: want 1 to 128 characters", ErrBadRequest)
+		return coordapi.NodeOrders{}, fmt.Errorf("%w: node ID: want 1 to 128 characters", ErrBadRequest)
 	}
 	if b.Capacity < 0 {
-		return nodeOrders{}, fmt.Errorf("%w: capacity %d is negative", ErrBadRequest, b.Capacity)
+		return coordapi.NodeOrders{}, fmt.Errorf("%w: capacity %d is negative", ErrBadRequest, b.Capacity)
 	}
 	f.expire(now)
 	f.dirty = true // renewals move expiry times, at least
@@ -195,8 +103,8 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 	// Each section of the beat goes to the generation of its count; a
 	// section of another count (a generation a reshard replaced) gets no
 	// answer: the node retires it on seeing the current count.
-	var cur, next genBeat
-	for _, sec := range []*genBeat{&b.genBeat, b.Next} {
+	var cur, next coordapi.GenBeat
+	for _, sec := range []*coordapi.GenBeat{&b.GenBeat, b.Next} {
 		switch {
 		case sec == nil:
 		case sec.ShardCount == 0 || sec.ShardCount == f.count:
@@ -205,43 +113,43 @@ func (f *fleet) beat(now time.Time, id string, b nodeBeat) (nodeOrders, error) {
 			next = *sec
 		}
 	}
-	o := nodeOrders{LeaseTTLMS: f.ttl.Milliseconds(), Drained: f.drained[id]}
+	o := coordapi.NodeOrders{LeaseTTLMS: f.ttl.Milliseconds(), Drained: f.drained[id]}
 	var err error
-	if o.genOrders, err = f.genBeat(now, id, cur); err != nil {
-		return nodeOrders{}, err
+	if o.GenOrders, err = f.genBeat(now, id, cur); err != nil {
+		return coordapi.NodeOrders{}, err
 	}
 	if f.next != nil {
 		no, err := f.next.genBeat(now, id, next)
 		if err != nil {
-			return nodeOrders{}, err
+			return coordapi.NodeOrders{}, err
 		}
 		o.Next = &no
 	}
 	return o, nil
 }
 
-// genBeat applies node id's heartbeat on this generation's shards.
-func (f *fleet) genBeat(now time.Time, id string, b genBeat) (genOrders, error) {
+// GenBeat applies node id's heartbeat on this generation's shards.
+func (f *fleet) genBeat(now time.Time, id string, b coordapi.GenBeat) (coordapi.GenOrders, error) {
 	for _, h := range append(slices.Clone(b.Shards), b.Released...) {
 		if h.Shard < 0 || h.Shard >= f.count {
-			return genOrders{}, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, h.Shard, f.count)
+			return coordapi.GenOrders{}, fmt.Errorf("%w: shard %d is out of range for %d shards", ErrBadRequest, h.Shard, f.count)
 		}
 	}
 	for _, r := range b.Reports {
 		switch {
 		case r.NumShards != 0 && r.NumShards != f.count:
-			return genOrders{}, fmt.Errorf("%w: report on shard %d/%d among shards of %d", ErrBadRequest, r.Shard, r.NumShards, f.count)
+			return coordapi.GenOrders{}, fmt.Errorf("%w: report on shard %d/%d among shards of %d", ErrBadRequest, r.Shard, r.NumShards, f.count)
 		case r.Shard < 0 || r.Shard >= f.count:
-			return genOrders{}, fmt.Errorf("%w: report on shard %d, out of range for %d shards", ErrBadRequest, r.Shard, f.count)
-		case len(r.State) > 32 || len(r.Error) > 1024:
-			return genOrders{}, fmt.Errorf("%w: report on shard %d: state or error too long", ErrBadRequest, r.Shard)
+			return coordapi.GenOrders{}, fmt.Errorf("%w: report on shard %d, out of range for %d shards", ErrBadRequest, r.Shard, f.count)
+		case len(r.State) > 32 || len(r.Error) > coordapi.MaxReportError:
+			return coordapi.GenOrders{}, fmt.Errorf("%w: report on shard %d: state or error too long", ErrBadRequest, r.Shard)
 		case r.Guilds != nil && *r.Guilds < 0, r.GuildsPending < 0:
-			return genOrders{}, fmt.Errorf("%w: report on shard %d: negative guild count", ErrBadRequest, r.Shard)
+			return coordapi.GenOrders{}, fmt.Errorf("%w: report on shard %d: negative guild count", ErrBadRequest, r.Shard)
 		case len(r.Mode) > 16:
-			return genOrders{}, fmt.Errorf("%w: report on shard %d: mode too long", ErrBadRequest, r.Shard)
+			return coordapi.GenOrders{}, fmt.Errorf("%w: report on shard %d: mode too long", ErrBadRequest, r.Shard)
 		}
 	}
-	o := genOrders{ShardCount: f.count, Mode: f.mode, Assign: []heldShard{}, Renewed: []heldShard{}, Revoke: []int{}}
+	o := coordapi.GenOrders{ShardCount: f.count, Mode: f.mode, Assign: []coordapi.HeldShard{}, Renewed: []coordapi.HeldShard{}, Revoke: []int{}}
 	for _, r := range b.Released {
 		// Released by its holder: free for the next node. A stale report
 		// (the lease moved on) changes nothing.
@@ -259,20 +167,20 @@ func (f *fleet) genBeat(now time.Time, id string, b genBeat) (genOrders, error) 
 				continue
 			}
 		}
-		o.Renewed = append(o.Renewed, heldShard{l.Shard, l.Token})
+		o.Renewed = append(o.Renewed, coordapi.HeldShard{Shard: l.Shard, Token: l.Token})
 	}
 	// The node is the truth about what it runs: a lease it holds on a
 	// shard it no longer reports (it restarted, or never got the answer
 	// that assigned it) is free again, for it or another node.
 	for _, l := range f.leases.Held(id) {
-		if !slices.ContainsFunc(b.Shards, func(h heldShard) bool { return h.Shard == l.Shard }) {
+		if !slices.ContainsFunc(b.Shards, func(h coordapi.HeldShard) bool { return h.Shard == l.Shard }) {
 			_ = f.leases.Release(l.Shard, id, l.Token)
 		}
 	}
 	f.report(now, id, b.Reports)
 	plan, err := f.plan(now)
 	if err != nil {
-		return genOrders{}, err
+		return coordapi.GenOrders{}, err
 	}
 	f.settleHandoffs(now)
 	for _, m := range plan.Moves {
@@ -289,7 +197,7 @@ func (f *fleet) genBeat(now time.Time, id string, b genBeat) (genOrders, error) 
 			if err != nil {
 				continue // taken meanwhile; the next heartbeat plans again
 			}
-			o.Assign = append(o.Assign, heldShard{l.Shard, l.Token})
+			o.Assign = append(o.Assign, coordapi.HeldShard{Shard: l.Shard, Token: l.Token})
 		}
 	}
 	slices.Sort(o.Revoke)
@@ -332,7 +240,7 @@ func (f *fleet) settleHandoffs(now time.Time) {
 
 // report keeps node id's reports on the shards it holds and forgets its
 // older ones.
-func (f *fleet) report(now time.Time, id string, reports []ShardReport) {
+func (f *fleet) report(now time.Time, id string, reports []coordapi.ShardReport) {
 	if f.reports == nil {
 		f.reports = map[int]reported{}
 	}
@@ -453,41 +361,24 @@ func (f *fleet) leave(id string) []lease.Lease {
 	return released
 }
 
-// NodeInfo is a node as the status API shows it.
-type NodeInfo struct {
-	ID       string    `json:"id"`
-	Capacity int       `json:"capacity"`
-	Draining bool      `json:"draining"`
-	LastSeen time.Time `json:"last_seen"`
-	Shards   []int     `json:"shards"`
-}
-
-// ShardLease is a lease as the status API shows it.
-type ShardLease struct {
-	Shard   int       `json:"shard"`
-	Node    string    `json:"node"`
-	Token   uint64    `json:"token"`
-	Expires time.Time `json:"expires"`
-}
-
-func (f *fleet) status(now time.Time) ([]NodeInfo, []ShardLease) {
+func (f *fleet) status(now time.Time) ([]coordapi.NodeInfo, []coordapi.ShardLease) {
 	byNode := map[string][]int{}
-	leases := []ShardLease{}
+	leases := []coordapi.ShardLease{}
 	for _, l := range f.leases.Leases() {
 		if !l.Live(now) {
 			continue
 		}
 		byNode[l.Holder] = append(byNode[l.Holder], l.Shard)
-		leases = append(leases, ShardLease{Shard: l.Shard, Node: l.Holder, Token: l.Token, Expires: l.Expires.UTC()})
+		leases = append(leases, coordapi.ShardLease{Shard: l.Shard, Node: l.Holder, Token: l.Token, Expires: l.Expires.UTC()})
 	}
-	nodes := []NodeInfo{}
+	nodes := []coordapi.NodeInfo{}
 	for id, n := range f.nodes {
 		shards := byNode[id]
 		if shards == nil {
 			shards = []int{}
 		}
-		nodes = append(nodes, NodeInfo{ID: id, Capacity: n.capacity, Draining: n.draining || f.drained[id], LastSeen: n.lastSeen.UTC(), Shards: shards})
+		nodes = append(nodes, coordapi.NodeInfo{ID: id, Capacity: n.capacity, Draining: n.draining || f.drained[id], LastSeen: n.lastSeen.UTC(), Shards: shards})
 	}
-	slices.SortFunc(nodes, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(nodes, func(a, b coordapi.NodeInfo) int { return strings.Compare(a.ID, b.ID) })
 	return nodes, leases
 }

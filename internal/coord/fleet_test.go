@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -20,17 +21,17 @@ func TestFleetTranscript(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	beat := func(at time.Duration, id string, shards, released []heldShard) nodeOrders {
-		o, err := f.beat(t0.Add(at), id, nodeBeat{genBeat: genBeat{Shards: shards, Released: released}})
+	beat := func(at time.Duration, id string, shards, released []coordapi.HeldShard) coordapi.NodeOrders {
+		o, err := f.beat(t0.Add(at), id, coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Shards: shards, Released: released}})
 		if err != nil {
 			t.Fatalf("beat %s at %v: %v", id, at, err)
 		}
 		got = append(got, fmt.Sprintf("%v %s: assign %v renewed %v revoke %v", at, id, o.Assign, o.Renewed, o.Revoke))
 		return o
 	}
-	h := func(pairs ...uint64) (out []heldShard) {
+	h := func(pairs ...uint64) (out []coordapi.HeldShard) {
 		for i := 0; i < len(pairs); i += 2 {
-			out = append(out, heldShard{int(pairs[i]), pairs[i+1]})
+			out = append(out, coordapi.HeldShard{Shard: int(pairs[i]), Token: pairs[i+1]})
 		}
 		return out
 	}
@@ -66,7 +67,7 @@ func TestFleetTranscript(t *testing.T) {
 
 	// A restarted coordinator adopts what nodes report, under new tokens.
 	f2, _ := newFleet(4, 9*time.Second, false, 1, 1)
-	o, err := f2.beat(t0, "b", nodeBeat{genBeat: genBeat{Shards: h(0, 7, 1, 8, 2, 5, 3, 6)}})
+	o, err := f2.beat(t0, "b", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Shards: h(0, 7, 1, 8, 2, 5, 3, 6)}})
 	if err != nil || len(o.Renewed) != 4 || len(o.Revoke) != 0 || len(o.Assign) != 0 {
 		t.Errorf("after a coordinator restart: %+v %v", o, err)
 	}
@@ -74,7 +75,7 @@ func TestFleetTranscript(t *testing.T) {
 	if ls := f2.leave("b"); len(ls) != 4 {
 		t.Errorf("leave released %d leases, want 4", len(ls))
 	}
-	if o, _ := f2.beat(t0.Add(time.Second), "c", nodeBeat{}); len(o.Assign) != 4 {
+	if o, _ := f2.beat(t0.Add(time.Second), "c", coordapi.NodeBeat{}); len(o.Assign) != 4 {
 		t.Errorf("after b left, c got %v, want all 4", o.Assign)
 	}
 }
@@ -83,14 +84,14 @@ func TestFleetBadBeats(t *testing.T) {
 	f, _ := newFleet(4, 9*time.Second, false, 1, 1)
 	for _, tc := range []struct {
 		id   string
-		b    nodeBeat
+		b    coordapi.NodeBeat
 		want string
 	}{
-		{"", nodeBeat{}, "node ID"},
-		{strings.Repeat("x", 129), nodeBeat{}, "node ID"},
-		{"a", nodeBeat{Capacity: -1}, "negative"},
-		{"a", nodeBeat{genBeat: genBeat{Shards: []heldShard{{4, 1}}}}, "out of range"},
-		{"a", nodeBeat{genBeat: genBeat{Released: []heldShard{{-1, 1}}}}, "out of range"},
+		{"", coordapi.NodeBeat{}, "node ID"},
+		{strings.Repeat("x", 129), coordapi.NodeBeat{}, "node ID"},
+		{"a", coordapi.NodeBeat{Capacity: -1}, "negative"},
+		{"a", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Shards: []coordapi.HeldShard{{Shard: 4, Token: 1}}}}, "out of range"},
+		{"a", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Released: []coordapi.HeldShard{{Shard: -1, Token: 1}}}}, "out of range"},
 	} {
 		if _, err := f.beat(time.Unix(0, 0), tc.id, tc.b); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("beat(%q, %+v) = %v, want %q", tc.id, tc.b, err, tc.want)
@@ -103,15 +104,15 @@ func TestFleetBadBeats(t *testing.T) {
 func TestFleetDraining(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	f, _ := newFleet(4, 9*time.Second, false, 4, 1)
-	o, _ := f.beat(t0, "a", nodeBeat{Capacity: 3})
+	o, _ := f.beat(t0, "a", coordapi.NodeBeat{Capacity: 3})
 	if len(o.Assign) != 3 {
 		t.Fatalf("capacity 3: assigned %v", o.Assign)
 	}
-	o, _ = f.beat(t0, "b", nodeBeat{})
+	o, _ = f.beat(t0, "b", coordapi.NodeBeat{})
 	if len(o.Assign) != 1 {
 		t.Fatalf("b: assigned %v, want the one left", o.Assign)
 	}
-	o, _ = f.beat(t0.Add(time.Second), "a", nodeBeat{Draining: true, genBeat: genBeat{Shards: o2held(f, "a")}})
+	o, _ = f.beat(t0.Add(time.Second), "a", coordapi.NodeBeat{Draining: true, GenBeat: coordapi.GenBeat{Shards: o2held(f, "a")}})
 	if len(o.Revoke) != 3 {
 		t.Errorf("draining a: revoke %v, want all 3", o.Revoke)
 	}
@@ -126,20 +127,20 @@ func TestFleetDrainOneByOne(t *testing.T) {
 	ttl := 9 * time.Second
 	f, _ := newFleet(6, ttl, false, 2, 1) // buckets {0,2,4} and {1,3,5}
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
-	f.beat(at(0), "a", nodeBeat{})
+	f.beat(at(0), "a", coordapi.NodeBeat{})
 	if err := f.setDrain("a", true); err != nil {
 		t.Fatal(err)
 	}
-	ready := func(shards ...int) (out []ShardReport) {
+	ready := func(shards ...int) (out []coordapi.ShardReport) {
 		for _, s := range shards {
-			out = append(out, ShardReport{Shard: s, State: "ready"})
+			out = append(out, coordapi.ShardReport{Shard: s, State: "ready"})
 		}
 		return out
 	}
 	var bHeld []int
-	bBeat := func(sec int, ready []ShardReport) {
+	bBeat := func(sec int, ready []coordapi.ShardReport) {
 		t.Helper()
-		o, err := f.beat(at(sec), "b", nodeBeat{genBeat: genBeat{Shards: o2held(f, "b"), Reports: ready}})
+		o, err := f.beat(at(sec), "b", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Shards: o2held(f, "b"), Reports: ready}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,16 +150,16 @@ func TestFleetDrainOneByOne(t *testing.T) {
 	}
 	aBeat := func(sec int, released []int) (revoke []int, drained bool) {
 		t.Helper()
-		var rel []heldShard
-		var held []heldShard
+		var rel []coordapi.HeldShard
+		var held []coordapi.HeldShard
 		for _, l := range f.leases.Held("a") {
 			if slices.Contains(released, l.Shard) {
-				rel = append(rel, heldShard{l.Shard, l.Token})
+				rel = append(rel, coordapi.HeldShard{Shard: l.Shard, Token: l.Token})
 			} else {
-				held = append(held, heldShard{l.Shard, l.Token})
+				held = append(held, coordapi.HeldShard{Shard: l.Shard, Token: l.Token})
 			}
 		}
-		o, err := f.beat(at(sec), "a", nodeBeat{genBeat: genBeat{Shards: held, Released: rel}})
+		o, err := f.beat(at(sec), "a", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Shards: held, Released: rel}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,14 +205,14 @@ func TestFleetDrainOneByOne(t *testing.T) {
 		t.Errorf("after shard 1's handoff timed out: revoke %v, want [3]", rv)
 	}
 	f.leave("a")
-	if o, _ := f.beat(at(60), "a", nodeBeat{}); o.Drained {
+	if o, _ := f.beat(at(60), "a", coordapi.NodeBeat{}); o.Drained {
 		t.Errorf("a node that left and came back is still drained")
 	}
 }
 
-func o2held(f *fleet, id string) (out []heldShard) {
+func o2held(f *fleet, id string) (out []coordapi.HeldShard) {
 	for _, l := range f.leases.Held(id) {
-		out = append(out, heldShard{l.Shard, l.Token})
+		out = append(out, coordapi.HeldShard{Shard: l.Shard, Token: l.Token})
 	}
 	return out
 }
@@ -269,16 +270,16 @@ func TestCommandValidation(t *testing.T) {
 func TestFleetNodeRestart(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	f, _ := newFleet(2, 9*time.Second, false, 1, 1)
-	o, err := f.beat(t0, "a", nodeBeat{})
+	o, err := f.beat(t0, "a", coordapi.NodeBeat{})
 	if err != nil || len(o.Assign) != 2 {
 		t.Fatalf("first beat: %+v, %v", o, err)
 	}
-	o, err = f.beat(t0.Add(time.Second), "a", nodeBeat{genBeat: genBeat{Shards: o.Assign}})
+	o, err = f.beat(t0.Add(time.Second), "a", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Shards: o.Assign}})
 	if err != nil || len(o.Renewed) != 2 || len(o.Assign) != 0 {
 		t.Fatalf("renewal: %+v, %v", o, err)
 	}
 	// Restarted: reports nothing.
-	o, err = f.beat(t0.Add(2*time.Second), "a", nodeBeat{})
+	o, err = f.beat(t0.Add(2*time.Second), "a", coordapi.NodeBeat{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // GlanceState is a shard state as glance numbers them.
@@ -130,28 +132,18 @@ func (b *glanceBoard) sweep(now time.Time) []glanceKey {
 	return out
 }
 
-// GlanceShard is one shard in GET /api/status.
-type GlanceShard struct {
-	Cluster    string     `json:"cluster"`
-	ID         int        `json:"id"`
-	State      int        `json:"state"`
-	StateName  string     `json:"state_name"`
-	LastHealth *time.Time `json:"last_health,omitempty"`
-	Changed    time.Time  `json:"changed"`
-}
-
 // list returns every shard, by cluster then ID.
-func (b *glanceBoard) list() []GlanceShard {
-	out := make([]GlanceShard, 0, len(b.shards))
+func (b *glanceBoard) list() []coordapi.GlanceShard {
+	out := make([]coordapi.GlanceShard, 0, len(b.shards))
 	for k, s := range b.shards {
-		g := GlanceShard{Cluster: k.cluster, ID: k.id, State: int(s.state), StateName: s.state.String(), Changed: s.changed.UTC()}
+		g := coordapi.GlanceShard{Cluster: k.cluster, ID: k.id, State: int(s.state), StateName: s.state.String(), Changed: s.changed.UTC()}
 		if !s.lastHealth.IsZero() {
 			t := s.lastHealth.UTC()
 			g.LastHealth = &t
 		}
 		out = append(out, g)
 	}
-	slices.SortFunc(out, func(a, b GlanceShard) int {
+	slices.SortFunc(out, func(a, b coordapi.GlanceShard) int {
 		return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.ID, b.ID))
 	})
 	return out

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/identify"
 )
@@ -140,13 +141,6 @@ func (c *Coordinator) parseShard(s string) (int, error) {
 	return n, nil
 }
 
-// identifyGrant is the answer to an identify request.
-type identifyGrant struct {
-	Shard     int       `json:"shard"`
-	Bucket    int       `json:"bucket"`
-	GrantedAt time.Time `json:"granted_at"`
-}
-
 // identifyWait blocks until the shard may identify. A client that goes away
 // gives its place up.
 func (c *Coordinator) identifyWait(w http.ResponseWriter, r *http.Request) error {
@@ -157,7 +151,7 @@ func (c *Coordinator) identifyWait(w http.ResponseWriter, r *http.Request) error
 	if err := c.waitIdentify(r.Context(), shard); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, identifyGrant{Shard: shard, Bucket: discord.ShardBucket(shard, c.cfg.MaxConcurrency), GrantedAt: time.Now().UTC()})
+	writeJSON(w, http.StatusOK, coordapi.IdentifyGrant{Shard: shard, Bucket: discord.ShardBucket(shard, c.cfg.MaxConcurrency), GrantedAt: time.Now().UTC()})
 	return nil
 }
 
@@ -187,38 +181,21 @@ func (c *Coordinator) identifyReady(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
-// IdentifyQueue is the identify queue as GET /v1/identify shows it.
-// IdentifyQueue is the identify queue as GET /v1/identify shows it.
-type IdentifyQueue struct {
-	MaxConcurrency int           `json:"max_concurrency"`
-	IntervalMS     int64         `json:"interval_ms"`
-	Remaining      int           `json:"session_starts_remaining"`
-	ResetAt        *time.Time    `json:"session_starts_reset_at,omitempty"`
-	Buckets        []BucketState `json:"buckets"`
-}
-
-// BucketState is one identify bucket: requests waiting and the next slot.
-type BucketState struct {
-	Bucket   int        `json:"bucket"`
-	Waiting  int        `json:"waiting"`
-	NextFree *time.Time `json:"next_free,omitempty"`
-}
-
 func (c *Coordinator) identifyState(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, c.Queue())
 	return nil
 }
 
 // Queue returns the identify queue and the session-start budget.
-func (c *Coordinator) Queue() IdentifyQueue {
+func (c *Coordinator) Queue() coordapi.IdentifyQueue {
 	snap := c.gate.Snapshot()
-	q := IdentifyQueue{MaxConcurrency: snap.MaxConcurrency, IntervalMS: snap.Interval.Milliseconds(), Remaining: snap.Remaining, Buckets: []BucketState{}}
+	q := coordapi.IdentifyQueue{MaxConcurrency: snap.MaxConcurrency, IntervalMS: snap.Interval.Milliseconds(), Remaining: snap.Remaining, Buckets: []coordapi.BucketState{}}
 	if !snap.ResetAt.IsZero() {
 		t := snap.ResetAt.UTC()
 		q.ResetAt = &t
 	}
 	for _, b := range snap.Buckets {
-		bs := BucketState{Bucket: b.Bucket, Waiting: b.Waiting}
+		bs := coordapi.BucketState{Bucket: b.Bucket, Waiting: b.Waiting}
 		if !b.NextFree.IsZero() {
 			t := b.NextFree.UTC()
 			bs.NextFree = &t
@@ -228,21 +205,6 @@ func (c *Coordinator) Queue() IdentifyQueue {
 	return q
 }
 
-// guildAnswer is the answer of GET /v1/guilds/{guild}.
-type guildAnswer struct {
-	GuildID    string `json:"guild_id"`
-	Shard      int    `json:"shard"`
-	ShardCount int    `json:"shard_count"`
-	// Node is the gateway node holding the shard's lease, if any.
-	Node string `json:"node,omitempty"`
-	// Worker is "shardman" when a Shardman worker holds the shard.
-	Worker string `json:"worker,omitempty"`
-	// State is the shard's state as GET /v1/shards shows it.
-	State string `json:"state"`
-	// Guilds is how many guilds the shard holds, when reported.
-	Guilds *int `json:"guilds,omitempty"`
-}
-
 // guildLookup answers which shard holds a guild: (guild_id >> 22) % shards.
 func (c *Coordinator) guildLookup(w http.ResponseWriter, r *http.Request) error {
 	id, err := strconv.ParseUint(r.PathValue("guild"), 10, 64)
@@ -250,7 +212,7 @@ func (c *Coordinator) guildLookup(w http.ResponseWriter, r *http.Request) error 
 		return fmt.Errorf("%w: guild %q is not a snowflake", ErrBadRequest, r.PathValue("guild"))
 	}
 	shard := discord.ShardForGuild(discord.Snowflake(id), c.shardCount())
-	ans := guildAnswer{GuildID: strconv.FormatUint(id, 10), Shard: shard, ShardCount: c.shardCount()}
+	ans := coordapi.GuildAnswer{GuildID: strconv.FormatUint(id, 10), Shard: shard, ShardCount: c.shardCount()}
 	c.mu.Lock()
 	info := c.shardInfoLocked(time.Now(), shard)
 	c.mu.Unlock()

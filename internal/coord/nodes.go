@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // nodeHeartbeat renews a node's leases and answers its orders.
 func (c *Coordinator) nodeHeartbeat(w http.ResponseWriter, r *http.Request) error {
-	var b nodeBeat
+	var b coordapi.NodeBeat
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // TestPlannerAndLookup: Shardman workers report guild counts; the planner
@@ -27,7 +29,7 @@ func TestPlannerAndLookup(t *testing.T) {
 		}
 	}
 	code, _, body := do(c, "GET", "/v1/planner", bearer(testTokens.Status), "", "")
-	var p PlannerState
+	var p coordapi.PlannerState
 	if err := json.Unmarshal([]byte(body), &p); code != 200 || err != nil {
 		t.Fatalf("planner: %d %s", code, body)
 	}

@@ -12,52 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
-
-// Command is a typed order sent down the push channel. There is no way to
-// send anything else: the channel carries these and nothing that a node
-// would evaluate.
-type Command struct {
-	// ID identifies the command in acknowledgements and logs; the
-	// coordinator sets it.
-	ID string `json:"id"`
-	// Type is restart_shard, respawn_all, drain, undrain or config.
-	Type string `json:"type"`
-	// Shard is restart_shard's shard.
-	Shard *int `json:"shard,omitempty"`
-	// Capacity is config's new capacity (0 = no limit).
-	Capacity *int `json:"capacity,omitempty"`
-}
-
-// Command types.
-const (
-	CmdRestartShard = "restart_shard" // close and RESUME one shard
-	CmdRespawnAll   = "respawn_all"   // close and RESUME every shard of the node
-	CmdDrain        = "drain"         // move every shard away; take no new ones
-	CmdUndrain      = "undrain"       // take shards again
-	CmdConfig       = "config"        // change the node's capacity
-	cmdBeat         = "beat"          // heartbeat now (a reshard's step; sent by the coordinator itself)
-)
-
-// CommandAck is a node's answer to a command.
-type CommandAck struct {
-	ID    string `json:"id"`
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-}
-
-// commandRequest is the body of POST /v1/commands.
-type commandRequest struct {
-	// Target is a node ID, or "*" for every connected node.
-	Target string `json:"target"`
-	Command
-}
-
-// commandResult is the answer of POST /v1/commands.
-type commandResult struct {
-	ID        string   `json:"id"`
-	Delivered []string `json:"delivered"`
-}
 
 // pushHub holds the open push channels, one per node ID.
 type pushHub struct {
@@ -67,7 +23,7 @@ type pushHub struct {
 }
 
 type pushConn struct {
-	out chan Command
+	out chan coordapi.Command
 }
 
 // maxPushConns bounds the open push channels.
@@ -82,7 +38,7 @@ func (h *pushHub) attach(id string) (*pushConn, func(), error) {
 	if len(h.conns) >= maxPushConns {
 		return nil, nil, fmt.Errorf("%w: %d push channels open", ErrTooManyRequests, maxPushConns)
 	}
-	pc := &pushConn{out: make(chan Command, 64)}
+	pc := &pushConn{out: make(chan coordapi.Command, 64)}
 	if old := h.conns[id]; old != nil {
 		close(old.out) // the newer connection of a node wins
 	}
@@ -98,7 +54,7 @@ func (h *pushHub) attach(id string) (*pushConn, func(), error) {
 }
 
 // send queues cmd for target ("*": all) and returns who got it.
-func (h *pushHub) send(target string, cmd Command) []string {
+func (h *pushHub) send(target string, cmd coordapi.Command) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var got []string
@@ -164,7 +120,7 @@ func (c *Coordinator) pushChannel(w http.ResponseWriter, r *http.Request) error 
 				readErr <- err
 				return
 			}
-			var ack CommandAck
+			var ack coordapi.CommandAck
 			if json.Unmarshal(data, &ack) != nil || ack.ID == "" {
 				c.log.Warn("push channel: unreadable acknowledgement", "node", id)
 				continue
@@ -214,7 +170,7 @@ func (c *Coordinator) pushChannel(w http.ResponseWriter, r *http.Request) error 
 // postCommand is POST /v1/commands: send a typed command to a node, or to
 // every node.
 func (c *Coordinator) postCommand(w http.ResponseWriter, r *http.Request) error {
-	var req commandRequest
+	var req coordapi.CommandRequest
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -229,9 +185,9 @@ func (c *Coordinator) postCommand(w http.ResponseWriter, r *http.Request) error 
 	}
 	// drain and undrain also take effect in the coordinator, whether or
 	// not the node is connected: its shards move away at once.
-	if cmd.Type == CmdDrain || cmd.Type == CmdUndrain {
+	if cmd.Type == coordapi.CmdDrain || cmd.Type == coordapi.CmdUndrain {
 		c.mu.Lock()
-		err = c.fleet.setDrain(req.Target, cmd.Type == CmdDrain)
+		err = c.fleet.setDrain(req.Target, cmd.Type == coordapi.CmdDrain)
 		c.mu.Unlock()
 		if err != nil {
 			return err
@@ -242,23 +198,23 @@ func (c *Coordinator) postCommand(w http.ResponseWriter, r *http.Request) error 
 		delivered = []string{}
 	}
 	c.log.Info("command sent", "command", cmd.ID, "type", cmd.Type, "target", req.Target, "delivered", delivered)
-	writeJSON(w, http.StatusOK, commandResult{ID: cmd.ID, Delivered: delivered})
+	writeJSON(w, http.StatusOK, coordapi.CommandResult{ID: cmd.ID, Delivered: delivered})
 	return nil
 }
 
 // checkCommand validates a command request and stamps its ID.
-func (c *Coordinator) checkCommand(req commandRequest) (Command, error) {
+func (c *Coordinator) checkCommand(req coordapi.CommandRequest) (coordapi.Command, error) {
 	cmd := req.Command
 	if req.Target == "" {
 		return cmd, fmt.Errorf("%w: target: a node ID or \"*\"", ErrBadRequest)
 	}
 	switch cmd.Type {
-	case CmdRestartShard:
+	case coordapi.CmdRestartShard:
 		if cmd.Shard == nil || *cmd.Shard < 0 || *cmd.Shard >= c.shardCount() {
 			return cmd, fmt.Errorf("%w: restart_shard needs a shard below %d", ErrBadRequest, c.shardCount())
 		}
-	case CmdRespawnAll, CmdDrain, CmdUndrain:
-	case CmdConfig:
+	case coordapi.CmdRespawnAll, coordapi.CmdDrain, coordapi.CmdUndrain:
+	case coordapi.CmdConfig:
 		if cmd.Capacity == nil || *cmd.Capacity < 0 {
 			return cmd, fmt.Errorf("%w: config needs a capacity of 0 (no limit) or more", ErrBadRequest)
 		}

@@ -7,43 +7,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/shard"
 )
-
-// ReshardPlan is what a reshard to another shard count would take.
-type ReshardPlan struct {
-	From           int `json:"from"`
-	To             int `json:"to"`
-	MaxConcurrency int `json:"max_concurrency"`
-	// Identifies is how many session starts the new generation spends:
-	// one per new shard. Rounds is how many identify rounds that takes,
-	// one shard of every bucket per round; ETA is their length.
-	Identifies int     `json:"identifies"`
-	Rounds     int     `json:"rounds"`
-	ETASeconds float64 `json:"eta_seconds"`
-	// SessionStartsRemaining is the budget left now, Reserve what must stay
-	// after the reshard (for reconnects that cannot resume), and Fits
-	// whether Identifies + Reserve fit.
-	SessionStartsRemaining int        `json:"session_starts_remaining"`
-	Reserve                int        `json:"reserve"`
-	Fits                   bool       `json:"fits"`
-	BudgetResetAt          *time.Time `json:"budget_reset_at,omitempty"`
-	// GuildsPerShard is the mean after the reshard, from the reported
-	// guild counts (0 when none are reported).
-	GuildsPerShard float64 `json:"guilds_per_shard"`
-	// Problems lists why the plan cannot run; empty when it can.
-	Problems []string `json:"problems"`
-	// Summary is the plan in one paragraph, for people.
-	Summary string `json:"summary"`
-}
 
 // PlanReshard returns what resharding to `to` shards would take, and what
 // stands in its way: a count that is not a multiple of max_concurrency on
 // large-bot sharding, more than 2,500 guilds a shard, or a session-start
 // budget that cannot cover the new generation plus a reserve.
-func (c *Coordinator) PlanReshard(now time.Time, to int) (ReshardPlan, error) {
+func (c *Coordinator) PlanReshard(now time.Time, to int) (coordapi.ReshardPlan, error) {
 	if to < 1 || to > 1_000_000 {
-		return ReshardPlan{}, fmt.Errorf("%w: shard count %d: want 1 to 1000000", ErrBadRequest, to)
+		return coordapi.ReshardPlan{}, fmt.Errorf("%w: shard count %d: want 1 to 1000000", ErrBadRequest, to)
 	}
 	mc := max(c.cfg.MaxConcurrency, 1)
 	q := c.Queue()
@@ -58,7 +32,7 @@ func (c *Coordinator) PlanReshard(now time.Time, to int) (ReshardPlan, error) {
 		total = total * int64(c.shardCount()) / int64(len(guilds)) // shards not reporting count at the mean
 	}
 	interval := c.cfg.IdentifyInterval + max(c.cfg.IdentifyMargin, 0)
-	p := ReshardPlan{
+	p := coordapi.ReshardPlan{
 		From: c.shardCount(), To: to, MaxConcurrency: mc, Identifies: to,
 		Rounds: (to + mc - 1) / mc, ETASeconds: shard.StartTime(to, mc, interval).Seconds(),
 		SessionStartsRemaining: q.Remaining, Reserve: max(mc, to/10), BudgetResetAt: q.ResetAt,
@@ -107,12 +81,12 @@ func (c *Coordinator) PlanReshard(now time.Time, to int) (ReshardPlan, error) {
 // with 4011.
 const discordMaxGuildsPerShard = 2500
 
-// StartReshard starts a reshard to `to` shards (see Reshard), after the
+// StartReshard starts a reshard to `to` shards (see coordapi.Reshard), after the
 // pre-flight: it refuses with ErrConflict, and the plan's problems, when
 // the plan cannot run, when a reshard is under way, or while Shardman
 // workers hold shards (they run one count and must be restarted with the
 // new one).
-func (c *Coordinator) StartReshard(now time.Time, to int, trigger string) (ReshardPlan, error) {
+func (c *Coordinator) StartReshard(now time.Time, to int, trigger string) (coordapi.ReshardPlan, error) {
 	plan, err := c.PlanReshard(now, to)
 	if err != nil {
 		return plan, err
@@ -137,7 +111,7 @@ func (c *Coordinator) StartReshard(now time.Time, to int, trigger string) (Resha
 
 // CurrentReshard returns the reshard under way or the last one, nil when
 // there was none.
-func (c *Coordinator) CurrentReshard() *Reshard {
+func (c *Coordinator) CurrentReshard() *coordapi.Reshard {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fleet.reshard == nil {
@@ -154,7 +128,7 @@ func (c *Coordinator) CurrentReshard() *Reshard {
 func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
 	c.mu.Lock()
 	changed, switched := c.fleet.stepReshard(now, reshardTiming{settle: c.cfg.ReshardSettle, handoverTimeout: c.cfg.ReshardHandoverTimeout})
-	var r Reshard
+	var r coordapi.Reshard
 	running := c.fleet.reshard.Running()
 	if c.fleet.reshard != nil {
 		r = *c.fleet.reshard
@@ -217,13 +191,11 @@ func (c *Coordinator) emergencyTarget(now time.Time) int {
 // nudgeNodes asks every node on the push channel to heartbeat now, so a
 // reshard's next step does not wait for their next beat.
 func (c *Coordinator) nudgeNodes() {
-	c.push.send("*", Command{ID: c.push.nextID(), Type: cmdBeat})
+	c.push.send("*", coordapi.Command{ID: c.push.nextID(), Type: coordapi.CmdBeat})
 }
 
 func (c *Coordinator) reshardGet(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, struct {
-		Reshard *Reshard `json:"reshard"`
-	}{c.CurrentReshard()})
+	writeJSON(w, http.StatusOK, coordapi.ReshardState{Reshard: c.CurrentReshard()})
 	return nil
 }
 
@@ -241,10 +213,7 @@ func (c *Coordinator) reshardDelete(w http.ResponseWriter, r *http.Request) erro
 }
 
 func (c *Coordinator) reshardPost(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		To     int  `json:"to"`
-		DryRun bool `json:"dry_run"`
-	}
+	var req coordapi.ReshardRequest
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -265,9 +234,6 @@ func (c *Coordinator) reshardPost(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, struct {
-		Plan    ReshardPlan `json:"plan"`
-		Reshard *Reshard    `json:"reshard"`
-	}{plan, c.CurrentReshard()})
+	writeJSON(w, http.StatusAccepted, coordapi.ReshardStarted{Plan: plan, Reshard: c.CurrentReshard()})
 	return nil
 }

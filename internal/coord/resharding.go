@@ -4,73 +4,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
-
-// Reshard is a reshard's progress, as GET /v1/reshard and GET /v1/status
-// show it.
-//
-// A reshard from N to M shards runs both generations at once and moves
-// publishing from the old to the new without a gap or a duplicate:
-//
-//   - starting: the new generation is leased to the nodes and identifies
-//     through the identify queue, reading but publishing nothing (hold),
-//     while the old publishes as always;
-//   - dedup: once every new shard is ready with all its guilds, the old
-//     generation publishes each event on its own under an ID drawn from
-//     its content, which the broker deduplicates;
-//   - overlap: after the settle time, the new generation publishes the
-//     same way, so each event either generation sees is stored once;
-//   - handover: the old generation stops publishing, new shard by new
-//     shard, as soon as the broker says the new shard published an event
-//     first (it then has everything after it too);
-//   - done: once every old shard handed over (or the handover timeout
-//     passed), the count switches: the new generation publishes in batches
-//     again and the nodes close the old.
-type Reshard struct {
-	From int `json:"from"`
-	To   int `json:"to"`
-	// Trigger is manual (POST /v1/reshard), auto (the planner, with
-	// Config.AutoReshard) or emergency (a shard closed with 4011).
-	Trigger string `json:"trigger"`
-	// Phase is starting, dedup, overlap, handover, done or cancelled.
-	Phase      string    `json:"phase"`
-	Started    time.Time `json:"started"`
-	PhaseSince time.Time `json:"phase_since"`
-	Finished   time.Time `json:"finished,omitzero"`
-	// Ready is how many new shards are ready with all their guilds;
-	// Identified how many have a session.
-	Ready      int `json:"ready"`
-	Identified int `json:"identified"`
-	// HandedOver is how many old shards handed over (in handover).
-	HandedOver int `json:"handed_over"`
-	// ETA is when the new generation should be ready, from the identify
-	// plan (zero once it is).
-	ETA time.Time `json:"eta,omitzero"`
-	// Note says what the reshard waits for, or how it ended.
-	Note string `json:"note,omitempty"`
-}
-
-// Reshard phases.
-const (
-	PhaseStarting  = "starting"
-	PhaseDedup     = "dedup"
-	PhaseOverlap   = "overlap"
-	PhaseHandover  = "handover"
-	PhaseDone      = "done"
-	PhaseCancelled = "cancelled"
-)
-
-// Publish modes in node orders (see the gateway's PublishMode).
-const (
-	modeHold     = "hold"
-	modeDedup    = "dedup"
-	modeHandover = "handover"
-)
-
-// Running reports whether the reshard is under way.
-func (r *Reshard) Running() bool {
-	return r != nil && r.Phase != PhaseDone && r.Phase != PhaseCancelled
-}
 
 // reshardTiming are the reshard's waits.
 type reshardTiming struct {
@@ -87,9 +23,9 @@ func (f *fleet) startReshard(now time.Time, to int, trigger string, eta time.Dur
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	nf.nodes, nf.drained, nf.mode = f.nodes, f.drained, modeHold
+	nf.nodes, nf.drained, nf.mode = f.nodes, f.drained, coordapi.ModeHold
 	f.next = nf
-	f.reshard = &Reshard{From: f.count, To: to, Trigger: trigger, Phase: PhaseStarting, Started: now.UTC(), PhaseSince: now.UTC(),
+	f.reshard = &coordapi.Reshard{From: f.count, To: to, Trigger: trigger, Phase: coordapi.PhaseStarting, Started: now.UTC(), PhaseSince: now.UTC(),
 		ETA: now.Add(eta).UTC(), Note: "the new generation identifies; the old one publishes"}
 	f.dirty = true
 	return nil
@@ -102,11 +38,11 @@ func (f *fleet) cancelReshard(now time.Time) error {
 	switch {
 	case !r.Running():
 		return fmt.Errorf("%w: no reshard is under way", ErrConflict)
-	case r.Phase != PhaseStarting:
+	case r.Phase != coordapi.PhaseStarting:
 		return fmt.Errorf("%w: the reshard is past its starting phase (%s): publishing is moving to the new generation and finishes in seconds", ErrConflict, r.Phase)
 	}
 	f.next, f.mode = nil, ""
-	r.Phase, r.PhaseSince, r.Finished, r.Note = PhaseCancelled, now.UTC(), now.UTC(), "cancelled"
+	r.Phase, r.PhaseSince, r.Finished, r.Note = coordapi.PhaseCancelled, now.UTC(), now.UTC(), "cancelled"
 	f.dirty = true
 	return nil
 }
@@ -138,28 +74,28 @@ func (f *fleet) stepReshard(now time.Time, t reshardTiming) (changed, switched b
 	}
 	_, r.Identified = next.everyShard(now, func(x reported) bool { return !x.ReadyAt.IsZero() || x.State == "ready" })
 	switch r.Phase {
-	case PhaseStarting:
+	case coordapi.PhaseStarting:
 		all, n := next.everyShard(now, func(x reported) bool {
-			return x.State == "ready" && x.Guilds != nil && x.GuildsPending == 0 && x.Mode == modeHold
+			return x.State == "ready" && x.Guilds != nil && x.GuildsPending == 0 && x.Mode == coordapi.ModeHold
 		})
 		r.Ready = n
 		if all {
 			r.ETA = time.Time{}
-			f.mode = modeDedup
-			enter(PhaseDedup, "the old generation publishes each event under a content ID")
+			f.mode = coordapi.ModeDedup
+			enter(coordapi.PhaseDedup, "the old generation publishes each event under a content ID")
 		}
-	case PhaseDedup:
-		if all, _ := f.everyShard(now, func(x reported) bool { return x.Mode == modeDedup }); all && since >= t.settle {
-			next.mode = modeDedup
-			enter(PhaseOverlap, "both generations publish under content IDs; the broker keeps one copy")
+	case coordapi.PhaseDedup:
+		if all, _ := f.everyShard(now, func(x reported) bool { return x.Mode == coordapi.ModeDedup }); all && since >= t.settle {
+			next.mode = coordapi.ModeDedup
+			enter(coordapi.PhaseOverlap, "both generations publish under content IDs; the broker keeps one copy")
 		}
-	case PhaseOverlap:
-		if all, _ := next.everyShard(now, func(x reported) bool { return x.Mode == modeDedup }); all && since >= t.settle {
-			f.mode = modeHandover
-			enter(PhaseHandover, "each old shard stops as the new shards take over")
+	case coordapi.PhaseOverlap:
+		if all, _ := next.everyShard(now, func(x reported) bool { return x.Mode == coordapi.ModeDedup }); all && since >= t.settle {
+			f.mode = coordapi.ModeHandover
+			enter(coordapi.PhaseHandover, "each old shard stops as the new shards take over")
 		}
-	case PhaseHandover:
-		all, n := f.everyShard(now, func(x reported) bool { return x.Mode == modeHandover && x.HandedOver })
+	case coordapi.PhaseHandover:
+		all, n := f.everyShard(now, func(x reported) bool { return x.Mode == coordapi.ModeHandover && x.HandedOver })
 		r.HandedOver = n
 		timedOut := since >= t.handoverTimeout
 		if (all && since >= t.settle) || timedOut {
@@ -168,7 +104,7 @@ func (f *fleet) stepReshard(now time.Time, t reshardTiming) (changed, switched b
 				note = fmt.Sprintf("the handover timeout passed with %d of %d old shards handed over (a new shard that receives no event of an old one's guilds never takes over)", n, f.count)
 			}
 			f.count, f.leases, f.reports, f.handoffs, f.mode, f.next = next.count, next.leases, next.reports, next.handoffs, "", nil
-			r.Phase, r.PhaseSince, r.Finished, r.Note = PhaseDone, now.UTC(), now.UTC(), note
+			r.Phase, r.PhaseSince, r.Finished, r.Note = coordapi.PhaseDone, now.UTC(), now.UTC(), note
 			f.dirty, changed, switched = true, true, true
 		}
 	}
@@ -177,6 +113,6 @@ func (f *fleet) stepReshard(now time.Time, t reshardTiming) (changed, switched b
 
 // closedSharding reports whether a shard's report says Discord closed it
 // with 4011 (sharding required): its guilds no longer fit the count.
-func closedSharding(r ShardReport) bool {
+func closedSharding(r coordapi.ShardReport) bool {
 	return strings.Contains(r.Error, "4011")
 }

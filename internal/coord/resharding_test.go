@@ -3,6 +3,8 @@ package coord
 import (
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // TestFleetReshard walks a reshard 2 → 4 on one node through its phases:
@@ -18,7 +20,7 @@ func TestFleetReshard(t *testing.T) {
 	}
 	timing := reshardTiming{settle: 2 * time.Second, handoverTimeout: 30 * time.Second}
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
-	o, _ := f.beat(at(0), "a", nodeBeat{})
+	o, _ := f.beat(at(0), "a", coordapi.NodeBeat{})
 	cur := o.Assign
 	if err := f.startReshard(at(1), 4, "manual", time.Second); err != nil {
 		t.Fatal(err)
@@ -27,19 +29,19 @@ func TestFleetReshard(t *testing.T) {
 		t.Error("a second reshard started while one runs")
 	}
 	guilds := 10
-	rep := func(held []heldShard, state, mode string, handed bool, pending int) []ShardReport {
-		var out []ShardReport
+	rep := func(held []coordapi.HeldShard, state, mode string, handed bool, pending int) []coordapi.ShardReport {
+		var out []coordapi.ShardReport
 		for _, h := range held {
-			out = append(out, ShardReport{Shard: h.Shard, State: state, Mode: mode, HandedOver: handed, Guilds: &guilds, GuildsPending: pending})
+			out = append(out, coordapi.ShardReport{Shard: h.Shard, State: state, Mode: mode, HandedOver: handed, Guilds: &guilds, GuildsPending: pending})
 		}
 		return out
 	}
-	var next []heldShard
-	beat := func(s float64, curMode, nextState, nextMode string, handed bool, pending int) nodeOrders {
+	var next []coordapi.HeldShard
+	beat := func(s float64, curMode, nextState, nextMode string, handed bool, pending int) coordapi.NodeOrders {
 		t.Helper()
-		b := nodeBeat{genBeat: genBeat{ShardCount: 2, Shards: cur, Reports: rep(cur, "ready", curMode, handed, 0)}}
+		b := coordapi.NodeBeat{GenBeat: coordapi.GenBeat{ShardCount: 2, Shards: cur, Reports: rep(cur, "ready", curMode, handed, 0)}}
 		if next != nil {
-			b.Next = &genBeat{ShardCount: 4, Shards: next, Reports: rep(next, nextState, nextMode, false, pending)}
+			b.Next = &coordapi.GenBeat{ShardCount: 4, Shards: next, Reports: rep(next, nextState, nextMode, false, pending)}
 		}
 		o, err := f.beat(at(s), "a", b)
 		if err != nil {
@@ -58,15 +60,15 @@ func TestFleetReshard(t *testing.T) {
 		}
 	}
 	o = beat(2, "", "", "", false, 0)
-	if o.Next == nil || len(o.Next.Assign) != 4 || o.Next.Mode != modeHold || o.Next.ShardCount != 4 || o.Mode != "" {
+	if o.Next == nil || len(o.Next.Assign) != 4 || o.Next.Mode != coordapi.ModeHold || o.Next.ShardCount != 4 || o.Mode != "" {
 		t.Fatalf("orders after the start: %+v next %+v", o, o.Next)
 	}
-	beat(3, "", "ready", modeHold, false, 3) // guilds still arriving
-	phase(PhaseStarting)
+	beat(3, "", "ready", coordapi.ModeHold, false, 3) // guilds still arriving
+	phase(coordapi.PhaseStarting)
 	if err := f.cancelReshard(at(3)); err != nil { // still starting: cancellable
 		t.Fatal(err)
 	}
-	if f.next != nil || f.reshard.Phase != PhaseCancelled {
+	if f.next != nil || f.reshard.Phase != coordapi.PhaseCancelled {
 		t.Fatal("cancel left the new generation")
 	}
 	next = nil
@@ -74,35 +76,35 @@ func TestFleetReshard(t *testing.T) {
 		t.Fatal(err)
 	}
 	beat(4, "", "", "", false, 0)
-	beat(5, "", "ready", modeHold, false, 0)
-	phase(PhaseDedup)
+	beat(5, "", "ready", coordapi.ModeHold, false, 0)
+	phase(coordapi.PhaseDedup)
 	if err := f.cancelReshard(at(5)); err == nil {
 		t.Error("a reshard past starting was cancelled")
 	}
-	if o := beat(5.5, "", "ready", modeHold, false, 0); o.Mode != modeDedup || o.Next.Mode != modeHold {
+	if o := beat(5.5, "", "ready", coordapi.ModeHold, false, 0); o.Mode != coordapi.ModeDedup || o.Next.Mode != coordapi.ModeHold {
 		t.Fatalf("dedup orders: %q / %q", o.Mode, o.Next.Mode)
 	}
-	beat(6, modeDedup, "ready", modeHold, false, 0)
-	phase(PhaseDedup) // settle: 2s from 5
-	beat(7, modeDedup, "ready", modeHold, false, 0)
-	phase(PhaseOverlap)
-	if o := beat(7.5, modeDedup, "ready", modeHold, false, 0); o.Next.Mode != modeDedup {
+	beat(6, coordapi.ModeDedup, "ready", coordapi.ModeHold, false, 0)
+	phase(coordapi.PhaseDedup) // settle: 2s from 5
+	beat(7, coordapi.ModeDedup, "ready", coordapi.ModeHold, false, 0)
+	phase(coordapi.PhaseOverlap)
+	if o := beat(7.5, coordapi.ModeDedup, "ready", coordapi.ModeHold, false, 0); o.Next.Mode != coordapi.ModeDedup {
 		t.Fatalf("overlap: the new generation's mode is %q", o.Next.Mode)
 	}
-	beat(8, modeDedup, "ready", modeDedup, false, 0)
-	phase(PhaseOverlap) // settle: 2s from 7
-	beat(9.5, modeDedup, "ready", modeDedup, false, 0)
-	phase(PhaseHandover)
-	beat(10, modeHandover, "ready", modeDedup, false, 0) // not handed over yet
-	beat(12, modeHandover, "ready", modeDedup, false, 0)
-	phase(PhaseHandover)
-	beat(12.5, modeHandover, "ready", modeDedup, true, 0)
-	phase(PhaseDone)
+	beat(8, coordapi.ModeDedup, "ready", coordapi.ModeDedup, false, 0)
+	phase(coordapi.PhaseOverlap) // settle: 2s from 7
+	beat(9.5, coordapi.ModeDedup, "ready", coordapi.ModeDedup, false, 0)
+	phase(coordapi.PhaseHandover)
+	beat(10, coordapi.ModeHandover, "ready", coordapi.ModeDedup, false, 0) // not handed over yet
+	beat(12, coordapi.ModeHandover, "ready", coordapi.ModeDedup, false, 0)
+	phase(coordapi.PhaseHandover)
+	beat(12.5, coordapi.ModeHandover, "ready", coordapi.ModeDedup, true, 0)
+	phase(coordapi.PhaseDone)
 	if f.count != 4 || f.next != nil || f.mode != "" {
 		t.Fatalf("after the switch: count %d, next %v, mode %q", f.count, f.next != nil, f.mode)
 	}
 	// The node's next beat: the old section is stale, the new one current.
-	o, err = f.beat(at(13), "a", nodeBeat{genBeat: genBeat{ShardCount: 2, Shards: cur}, Next: &genBeat{ShardCount: 4, Shards: next}})
+	o, err = f.beat(at(13), "a", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{ShardCount: 2, Shards: cur}, Next: &coordapi.GenBeat{ShardCount: 4, Shards: next}})
 	if err != nil || o.ShardCount != 4 || len(o.Renewed) != 4 || o.Next != nil || o.Mode != "" {
 		t.Fatalf("orders after the switch: %+v, %v", o, err)
 	}
@@ -113,9 +115,9 @@ func TestFleetReshard(t *testing.T) {
 func TestFleetReshardHandoverTimeout(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	f, _ := newFleet(1, 9*time.Second, false, 1, 1)
-	f.beat(t0, "a", nodeBeat{})
+	f.beat(t0, "a", coordapi.NodeBeat{})
 	f.startReshard(t0, 2, "manual", 0)
-	f.reshard.Phase, f.mode, f.next.mode = PhaseHandover, modeHandover, modeDedup
+	f.reshard.Phase, f.mode, f.next.mode = coordapi.PhaseHandover, coordapi.ModeHandover, coordapi.ModeDedup
 	timing := reshardTiming{settle: time.Second, handoverTimeout: 5 * time.Second}
 	if _, sw := f.stepReshard(t0.Add(4*time.Second), timing); sw {
 		t.Fatal("switched before the timeout")

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // shardmanSession is one worker connected through Shardman's /connect.
@@ -89,23 +91,13 @@ func (m *shardman) expire(now time.Time) []shardmanSession {
 	return out
 }
 
-// ShardmanSession is a worker's session as the status API shows it.
-type ShardmanSession struct {
-	Shard      int             `json:"shard_id"`
-	Connected  time.Time       `json:"connected"`
-	LastBeat   time.Time       `json:"last_beat"`
-	GuildCount *int            `json:"guild_count"`
-	Latency    *float64        `json:"latency"`
-	Extra      json.RawMessage `json:"extra,omitempty"`
-}
-
 // list returns the live sessions by shard; session IDs are secrets of
 // their workers and are not shown.
-func (m *shardman) list() []ShardmanSession {
-	out := []ShardmanSession{}
+func (m *shardman) list() []coordapi.ShardmanSession {
+	out := []coordapi.ShardmanSession{}
 	for _, s := range m.byShard {
 		if s != nil {
-			out = append(out, ShardmanSession{Shard: s.shard, Connected: s.connected.UTC(), LastBeat: s.lastBeat.UTC(), GuildCount: s.guildCount, Latency: s.latency, Extra: s.extra})
+			out = append(out, coordapi.ShardmanSession{Shard: s.shard, Connected: s.connected.UTC(), LastBeat: s.lastBeat.UTC(), GuildCount: s.guildCount, Latency: s.latency, Extra: s.extra})
 		}
 	}
 	return out

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // TestShardReports: a node's reports on the shards it holds show in GET
@@ -15,10 +17,10 @@ import (
 // and malformed ones refused.
 func TestShardReports(t *testing.T) {
 	c := newTest(t, func(c *Config) { c.ShardCount = 4; c.Recommended = 4 })
-	beat := func(node, body string) (int, nodeOrders) {
+	beat := func(node, body string) (int, coordapi.NodeOrders) {
 		t.Helper()
 		code, _, out := do(c, "POST", "/v1/nodes/"+node+"/heartbeat", bearer(testTokens.Node), "application/json", body)
-		var o nodeOrders
+		var o coordapi.NodeOrders
 		if code == http.StatusOK {
 			if err := json.Unmarshal([]byte(out), &o); err != nil {
 				t.Fatal(err)
@@ -26,10 +28,10 @@ func TestShardReports(t *testing.T) {
 		}
 		return code, o
 	}
-	shards := func() ShardList {
+	shards := func() coordapi.ShardList {
 		t.Helper()
 		code, _, out := do(c, "GET", "/v1/shards", bearer(testTokens.Status), "", "")
-		var l ShardList
+		var l coordapi.ShardList
 		if code != http.StatusOK || json.Unmarshal([]byte(out), &l) != nil {
 			t.Fatalf("GET /v1/shards: %d %s", code, out)
 		}
@@ -63,7 +65,7 @@ func TestShardReports(t *testing.T) {
 		}
 	}
 	_, _, out := do(c, "GET", "/v1/guilds/81064793145933824", bearer(testTokens.Status), "", "")
-	var g guildAnswer
+	var g coordapi.GuildAnswer
 	if err := json.Unmarshal([]byte(out), &g); err != nil || g.State != "ready" || g.Guilds == nil || *g.Guilds != 2400+g.Shard {
 		t.Errorf("guild lookup: %s", out)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/lease"
 )
 
@@ -40,11 +41,11 @@ type savedState struct {
 }
 
 type savedReshard struct {
-	Progress  Reshard       `json:"progress"`
-	Mode      string        `json:"mode"`
-	NextMode  string        `json:"next_mode"`
-	NextToken uint64        `json:"next_token"`
-	Leases    []lease.Lease `json:"leases"`
+	Progress  coordapi.Reshard `json:"progress"`
+	Mode      string           `json:"mode"`
+	NextMode  string           `json:"next_mode"`
+	NextToken uint64           `json:"next_token"`
+	Leases    []lease.Lease    `json:"leases"`
 }
 
 type savedSession struct {
@@ -91,7 +92,7 @@ func (c *Coordinator) Load(ctx context.Context) error {
 		c.mu.Lock()
 		c.count.Store(int64(st.ShardCount))
 		c.fleet.count = st.ShardCount
-		c.fleet.reshard = &Reshard{To: st.ShardCount, Phase: PhaseDone, Note: "restored: an earlier reshard set this count"}
+		c.fleet.reshard = &coordapi.Reshard{To: st.ShardCount, Phase: coordapi.PhaseDone, Note: "restored: an earlier reshard set this count"}
 		c.resizeShardmanLocked(st.ShardCount)
 		c.mu.Unlock()
 	}
@@ -150,7 +151,7 @@ func (c *Coordinator) save(ctx context.Context, force bool) {
 		c.mu.Unlock()
 		return
 	}
-	resharded := c.fleet.reshard != nil && c.fleet.reshard.Phase == PhaseDone
+	resharded := c.fleet.reshard != nil && c.fleet.reshard.Phase == coordapi.PhaseDone
 	st := savedState{Version: stateVersion, ShardCount: c.shardCount(), Resharded: resharded, NextToken: c.fleet.leases.NextToken(), Leases: c.fleet.leases.Leases()}
 	for _, s := range c.shardman.byShard {
 		if s != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // memState is a StateStore in memory.
@@ -39,10 +41,10 @@ func TestStateSurvivesRestart(t *testing.T) {
 		}
 		return c
 	}
-	beat := func(c *Coordinator, node, body string) nodeOrders {
+	beat := func(c *Coordinator, node, body string) coordapi.NodeOrders {
 		t.Helper()
 		code, _, out := do(c, "POST", "/v1/nodes/"+node+"/heartbeat", bearer(testTokens.Node), "application/json", body)
-		var o nodeOrders
+		var o coordapi.NodeOrders
 		if err := json.Unmarshal([]byte(out), &o); code != 200 || err != nil {
 			t.Fatalf("heartbeat: %d %s", code, out)
 		}
@@ -56,7 +58,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	c1.save(t.Context(), false)
 
 	c2 := mk()
-	held, _ := json.Marshal(nodeBeat{genBeat: genBeat{Shards: o.Assign[:2]}}) // a gave two back meanwhile
+	held, _ := json.Marshal(coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Shards: o.Assign[:2]}}) // a gave two back meanwhile
 	o2 := beat(c2, "a", strings.Replace(string(held), `"released":null`, `"released":[]`, 1))
 	if len(o2.Revoke) != 0 || len(o2.Renewed) != 2 || o2.Renewed[0] != o.Assign[0] || o2.Renewed[1] != o.Assign[1] {
 		t.Errorf("after the restart: renewed %v revoke %v; want the same two tokens, nothing revoked", o2.Renewed, o2.Revoke)
@@ -66,7 +68,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if o3 := beat(c2, "b", `{}`); len(o3.Assign) != 0 {
 		t.Errorf("b got %v while a's leases live", o3.Assign)
 	}
-	rel, _ := json.Marshal(nodeBeat{genBeat: genBeat{Shards: o.Assign[:2], Released: o.Assign[2:]}})
+	rel, _ := json.Marshal(coordapi.NodeBeat{GenBeat: coordapi.GenBeat{Shards: o.Assign[:2], Released: o.Assign[2:]}})
 	beat(c2, "a", string(rel))
 	o4 := beat(c2, "b", `{}`)
 	if len(o4.Assign) != 2 {
@@ -163,7 +165,7 @@ func TestStateKeepsReshard(t *testing.T) {
 	now := time.Now()
 	a := mk()
 	a.mu.Lock()
-	o, err := a.fleet.beat(now, "n", nodeBeat{})
+	o, err := a.fleet.beat(now, "n", coordapi.NodeBeat{})
 	a.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +175,7 @@ func TestStateKeepsReshard(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.mu.Lock()
-	o, err = a.fleet.beat(now, "n", nodeBeat{genBeat: genBeat{ShardCount: 2, Shards: cur}})
+	o, err = a.fleet.beat(now, "n", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{ShardCount: 2, Shards: cur}})
 	a.mu.Unlock()
 	if err != nil || o.Next == nil || len(o.Next.Assign) != 4 {
 		t.Fatalf("new generation orders: %+v, %v", o.Next, err)
@@ -183,13 +185,13 @@ func TestStateKeepsReshard(t *testing.T) {
 
 	b := mk()
 	r := b.CurrentReshard()
-	if !r.Running() || r.Phase != PhaseStarting || r.From != 2 || r.To != 4 {
+	if !r.Running() || r.Phase != coordapi.PhaseStarting || r.From != 2 || r.To != 4 {
 		t.Fatalf("restored reshard: %+v", r)
 	}
 	b.mu.Lock()
-	o, err = b.fleet.beat(now.Add(time.Second), "n", nodeBeat{genBeat: genBeat{ShardCount: 2, Shards: cur}, Next: &genBeat{ShardCount: 4, Shards: next}})
+	o, err = b.fleet.beat(now.Add(time.Second), "n", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{ShardCount: 2, Shards: cur}, Next: &coordapi.GenBeat{ShardCount: 4, Shards: next}})
 	b.mu.Unlock()
-	if err != nil || o.Next == nil || o.Next.Mode != modeHold || len(o.Next.Renewed) != 4 || len(o.Next.Revoke) != 0 || len(o.Next.Assign) != 0 {
+	if err != nil || o.Next == nil || o.Next.Mode != coordapi.ModeHold || len(o.Next.Renewed) != 4 || len(o.Next.Revoke) != 0 || len(o.Next.Assign) != 0 {
 		t.Fatalf("after the restart: %+v, %v", o.Next, err)
 	}
 	for i, h := range o.Next.Renewed {

@@ -3,25 +3,13 @@ package coord
 import (
 	"net/http"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
-// Status is the coordinator's state as GET /v1/status shows it.
-type Status struct {
-	ShardCount     int               `json:"shard_count"`
-	MaxConcurrency int               `json:"max_concurrency"`
-	Identify       IdentifyQueue     `json:"identify"`
-	Nodes          []NodeInfo        `json:"nodes"`
-	Leases         []ShardLease      `json:"leases"`
-	Shardman       []ShardmanSession `json:"shardman_sessions"`
-	Glance         []GlanceShard     `json:"glance_shards"`
-	// Reshard is the reshard under way or the last one; nil when there
-	// was none.
-	Reshard *Reshard `json:"reshard"`
-}
-
 // Status returns the coordinator's state.
-func (c *Coordinator) Status() Status {
-	st := Status{ShardCount: c.shardCount(), MaxConcurrency: c.cfg.MaxConcurrency, Identify: c.Queue()}
+func (c *Coordinator) Status() coordapi.Status {
+	st := coordapi.Status{ShardCount: c.shardCount(), MaxConcurrency: c.cfg.MaxConcurrency, Identify: c.Queue()}
 	c.mu.Lock()
 	st.Nodes, st.Leases = c.fleet.status(time.Now())
 	st.Shardman = c.shardman.list()

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // TestReshardTriggers: a shard report of close 4011 starts an emergency
@@ -21,13 +23,13 @@ func TestReshardTriggers(t *testing.T) {
 	beat := func(c *Coordinator, guilds int, errText string) {
 		t.Helper()
 		c.mu.Lock()
-		o, err := c.fleet.beat(now, "a", nodeBeat{})
+		o, err := c.fleet.beat(now, "a", coordapi.NodeBeat{})
 		if err == nil {
-			var reports []ShardReport
+			var reports []coordapi.ShardReport
 			for _, h := range o.Assign {
-				reports = append(reports, ShardReport{Shard: h.Shard, State: "ready", Guilds: &guilds, Error: errText})
+				reports = append(reports, coordapi.ShardReport{Shard: h.Shard, State: "ready", Guilds: &guilds, Error: errText})
 			}
-			_, err = c.fleet.beat(now, "a", nodeBeat{genBeat: genBeat{ShardCount: 2, Shards: o.Assign, Reports: reports}})
+			_, err = c.fleet.beat(now, "a", coordapi.NodeBeat{GenBeat: coordapi.GenBeat{ShardCount: 2, Shards: o.Assign, Reports: reports}})
 		}
 		c.mu.Unlock()
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -38,11 +39,11 @@ func TestBuildDiffPublic(t *testing.T) {
 	g := 1200
 	lat := 40.0
 	in := Input{
-		Shards: coord.ShardList{ShardCount: 2, Shards: []coord.ShardInfo{
+		Shards: coordapi.ShardList{ShardCount: 2, Shards: []coordapi.ShardInfo{
 			{Shard: 0, Holder: "node", Node: "n1", State: "ready", Guilds: &g, LatencyMS: &lat, EventsPerSec: 10},
 			{Shard: 1, State: "unassigned"},
 		}},
-		Status:    coord.Status{Nodes: []coord.NodeInfo{{ID: "n1"}}, Glance: []coord.GlanceShard{{Cluster: "c2", ID: 0, StateName: "unhealthy"}}},
+		Status:    coordapi.Status{Nodes: []coordapi.NodeInfo{{ID: "n1"}}, Glance: []coordapi.GlanceShard{{Cluster: "c2", ID: 0, StateName: "unhealthy"}}},
 		Consumers: []broker.ConsumerLag{{Name: "bot", Pending: 7}},
 		Now:       time.Unix(100, 0),
 	}
@@ -269,14 +270,14 @@ func TestStreams(t *testing.T) {
 // phase and progress; a finished one does not.
 func TestBuildReshard(t *testing.T) {
 	now := time.Unix(2000, 0).UTC()
-	r := &coord.Reshard{From: 8, To: 16, Phase: coord.PhaseStarting, Ready: 5, ETA: now.Add(time.Minute)}
-	v := Build(Input{Shards: coord.ShardList{ShardCount: 8}, Status: coord.Status{Reshard: r}, Now: now})
-	want := &Reshard{From: 8, To: 16, Ready: 5, ETA: now.Add(time.Minute), Phase: coord.PhaseStarting}
+	r := &coordapi.Reshard{From: 8, To: 16, Phase: coordapi.PhaseStarting, Ready: 5, ETA: now.Add(time.Minute)}
+	v := Build(Input{Shards: coordapi.ShardList{ShardCount: 8}, Status: coordapi.Status{Reshard: r}, Now: now})
+	want := &Reshard{From: 8, To: 16, Ready: 5, ETA: now.Add(time.Minute), Phase: coordapi.PhaseStarting}
 	if diff := cmp.Diff(want, v.Fleet.Reshard); diff != "" {
 		t.Errorf("fleet reshard (-want +got):\n%s", diff)
 	}
-	r.Phase = coord.PhaseDone
-	if v := Build(Input{Status: coord.Status{Reshard: r}, Now: now}); v.Fleet.Reshard != nil {
+	r.Phase = coordapi.PhaseDone
+	if v := Build(Input{Status: coordapi.Status{Reshard: r}, Now: now}); v.Fleet.Reshard != nil {
 		t.Errorf("a finished reshard still shows: %+v", v.Fleet.Reshard)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
-	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // Traffic-light classes of a cell.
@@ -50,10 +50,10 @@ const GatewayCluster = "gateway"
 type Fleet struct {
 	ShardCount int `json:"shard_count"`
 	// Nodes lists the live nodes (admin view); NodeCount counts them.
-	Nodes     []coord.NodeInfo    `json:"nodes,omitempty"`
-	NodeCount int                 `json:"node_count"`
-	Queue     coord.IdentifyQueue `json:"identify"`
-	Planner   *coord.PlannerState `json:"planner,omitempty"`
+	Nodes     []coordapi.NodeInfo    `json:"nodes,omitempty"`
+	NodeCount int                    `json:"node_count"`
+	Queue     coordapi.IdentifyQueue `json:"identify"`
+	Planner   *coordapi.PlannerState `json:"planner,omitempty"`
 	// Consumers is each durable consumer's lag (admin view); Lag is the
 	// largest pending count, for the public page.
 	Consumers []broker.ConsumerLag `json:"consumers,omitempty"`
@@ -80,9 +80,9 @@ type Reshard struct {
 
 // Input is what a view is computed from.
 type Input struct {
-	Shards    coord.ShardList
-	Status    coord.Status
-	Planner   *coord.PlannerState
+	Shards    coordapi.ShardList
+	Status    coordapi.Status
+	Planner   *coordapi.PlannerState
 	Consumers []broker.ConsumerLag
 	Now       time.Time
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // ShardRunner is the node an Agent drives: a gateway node starts and stops
@@ -52,68 +54,11 @@ type AgentConfig struct {
 	// about the shards the node runs goes with it (GET /v1/shards shows it
 	// and the shard-count planner uses the guild counts). Reports on
 	// shards not leased here are left out.
-	Report func() []ShardReport
+	Report func() []coordapi.ShardReport
 	// ExitWhenDrained makes Run return ErrDrained once an operator drained
 	// the node and every shard it ran has been handed off and reported
 	// released: the end of a rolling update's step for this node.
 	ExitWhenDrained bool
-}
-
-// ShardReport is what a node says about one of its shards.
-type ShardReport struct {
-	Shard int `json:"shard"`
-	// NumShards is the shard's count: during a reshard a node runs shards
-	// of two. 0 means the current one.
-	NumShards int `json:"num_shards,omitempty"`
-	// State is the session's state (waiting, connecting, identifying,
-	// authenticating, resuming, ready, stopped).
-	State string `json:"state"`
-	// Mode is the publish mode (publish, hold, dedup; empty: publish).
-	Mode string `json:"mode,omitempty"`
-	// Guilds is how many guilds the session holds; nil until known.
-	// GuildsPending is how many of them have not arrived yet.
-	Guilds        *int `json:"guilds,omitempty"`
-	GuildsPending int  `json:"guilds_pending,omitempty"`
-	// HandedOver: in handover, every new shard this one feeds took over.
-	HandedOver bool      `json:"handed_over,omitempty"`
-	LatencyMS  float64   `json:"latency_ms"`
-	Events     int64     `json:"events"`
-	Identifies int64     `json:"identifies"`
-	Resumes    int64     `json:"resumes"`
-	Reconnects int64     `json:"reconnects"`
-	Zombies    int64     `json:"zombies"`
-	ReadyAt    time.Time `json:"ready_at,omitzero"`
-	Error      string    `json:"error,omitempty"`
-}
-
-type held struct {
-	Shard int    `json:"shard"`
-	Token uint64 `json:"token"`
-}
-
-// genOrders are the orders for one shard generation.
-type genOrders struct {
-	ShardCount int    `json:"shard_count"`
-	Mode       string `json:"mode,omitempty"`
-	Assign     []held `json:"assign"`
-	Renewed    []held `json:"renewed"`
-	Revoke     []int  `json:"revoke"`
-}
-
-type orders struct {
-	genOrders
-	LeaseTTLMS int64 `json:"lease_ttl_ms"`
-	Drained    bool  `json:"drained"`
-	// Next are the orders for the generation a reshard starts.
-	Next *genOrders `json:"next,omitempty"`
-}
-
-// genBeat is what a heartbeat says about one shard generation.
-type genBeat struct {
-	ShardCount int           `json:"shard_count"`
-	Shards     []held        `json:"shards"`
-	Released   []held        `json:"released"`
-	Reports    []ShardReport `json:"reports,omitempty"`
 }
 
 // generation is the agent's record of the shards of one count.
@@ -122,7 +67,7 @@ type generation struct {
 	mode     string
 	tokens   map[int]uint64 // shards running here (or starting, or stopping)
 	removing map[int]bool
-	released []held // stopped and saved, to report
+	released []coordapi.HeldShard // stopped and saved, to report
 }
 
 func newGeneration(count int) *generation {
@@ -300,23 +245,23 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 }
 
 // genBeatLocked is generation g's part of a heartbeat.
-func genBeatLocked(g *generation, reports []ShardReport) genBeat {
-	b := genBeat{ShardCount: g.count, Shards: []held{}, Released: slices.Clone(g.released)}
+func genBeatLocked(g *generation, reports []coordapi.ShardReport) coordapi.GenBeat {
+	b := coordapi.GenBeat{ShardCount: g.count, Shards: []coordapi.HeldShard{}, Released: slices.Clone(g.released)}
 	if b.Released == nil {
-		b.Released = []held{}
+		b.Released = []coordapi.HeldShard{}
 	}
 	for s, t := range g.tokens {
-		b.Shards = append(b.Shards, held{s, t})
+		b.Shards = append(b.Shards, coordapi.HeldShard{Shard: s, Token: t})
 	}
-	slices.SortFunc(b.Shards, func(x, y held) int { return x.Shard - y.Shard })
+	slices.SortFunc(b.Shards, func(x, y coordapi.HeldShard) int { return x.Shard - y.Shard })
 	for _, r := range reports {
 		n := r.NumShards
 		if n == 0 {
 			n = g.count
 		}
 		if _, ok := g.tokens[r.Shard]; ok && n == g.count {
-			if len(r.Error) > 1000 {
-				r.Error = r.Error[:1000] // the coordinator takes 1024 bytes
+			if len(r.Error) > coordapi.MaxReportError {
+				r.Error = r.Error[:coordapi.MaxReportError]
 			}
 			b.Reports = append(b.Reports, r)
 		}
@@ -327,18 +272,13 @@ func genBeatLocked(g *generation, reports []ShardReport) genBeat {
 // beat sends one heartbeat.
 // A heartbeat waits at most a quarter of the TTL (10s before the TTL is
 // known), so that a coordinator that hangs is noticed in time to fence.
-func (a *Agent) beat(ctx context.Context, ttl time.Duration) (orders, error) {
-	var reports []ShardReport
+func (a *Agent) beat(ctx context.Context, ttl time.Duration) (coordapi.NodeOrders, error) {
+	var reports []coordapi.ShardReport
 	if a.cfg.Report != nil {
 		reports = a.cfg.Report()
 	}
 	a.mu.Lock()
-	body := struct {
-		Capacity int  `json:"capacity"`
-		Draining bool `json:"draining"`
-		genBeat
-		Next *genBeat `json:"next,omitempty"`
-	}{Capacity: a.capacity, Draining: a.draining, genBeat: genBeatLocked(a.cur, reports)}
+	body := coordapi.NodeBeat{Capacity: a.capacity, Draining: a.draining, GenBeat: genBeatLocked(a.cur, reports)}
 	if a.next != nil {
 		nb := genBeatLocked(a.next, reports)
 		body.Next = &nb
@@ -350,14 +290,14 @@ func (a *Agent) beat(ctx context.Context, ttl time.Duration) (orders, error) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var o orders
+	var o coordapi.NodeOrders
 	err := a.c.postJSON(rctx, "/v1/nodes/"+url.PathEscape(a.cfg.NodeID)+"/heartbeat", body, &o)
 	if err == nil {
 		// The coordinator has these now.
 		a.mu.Lock()
-		forget := func(g *generation, sent []held) {
+		forget := func(g *generation, sent []coordapi.HeldShard) {
 			if g != nil {
-				g.released = slices.DeleteFunc(g.released, func(h held) bool { return slices.Contains(sent, h) })
+				g.released = slices.DeleteFunc(g.released, func(h coordapi.HeldShard) bool { return slices.Contains(sent, h) })
 			}
 		}
 		forget(a.gen(body.ShardCount), body.Released)
@@ -370,7 +310,7 @@ func (a *Agent) beat(ctx context.Context, ttl time.Duration) (orders, error) {
 }
 
 // apply carries out the coordinator's orders.
-func (a *Agent) apply(ctx context.Context, o orders) {
+func (a *Agent) apply(ctx context.Context, o coordapi.NodeOrders) {
 	rs, _ := a.node.(Resharder)
 	var retire []int
 	a.mu.Lock()
@@ -407,7 +347,7 @@ func (a *Agent) apply(ctx context.Context, o orders) {
 	if next != nil {
 		newCount = next.count
 	}
-	a.applyGen(ctx, rs, cur, o.genOrders, newCount)
+	a.applyGen(ctx, rs, cur, o.GenOrders, newCount)
 	if next != nil && o.Next != nil {
 		a.applyGen(ctx, rs, next, *o.Next, newCount)
 	}
@@ -430,7 +370,7 @@ func (a *Agent) retire(ctx context.Context, count int) {
 }
 
 // applyGen carries out one generation's orders.
-func (a *Agent) applyGen(ctx context.Context, rs Resharder, g *generation, o genOrders, newCount int) {
+func (a *Agent) applyGen(ctx context.Context, rs Resharder, g *generation, o coordapi.GenOrders, newCount int) {
 	a.mu.Lock()
 	modeChanged := g.mode != o.Mode
 	g.mode = o.Mode
@@ -443,7 +383,7 @@ func (a *Agent) applyGen(ctx context.Context, rs Resharder, g *generation, o gen
 	if rs != nil {
 		mode := o.Mode
 		if mode == "" {
-			mode = "publish"
+			mode = coordapi.ModePublish
 		}
 		rs.SetMode(g.count, mode, newCount) // before new shards start: they take it
 		if modeChanged {
@@ -486,7 +426,7 @@ func (a *Agent) stop(ctx context.Context, count, shard int, report bool) {
 	if !ok || g.removing[shard] {
 		if !ok && report {
 			// Not running here (an assign that failed, or a restart): say so.
-			g.released = append(g.released, held{shard, 0})
+			g.released = append(g.released, coordapi.HeldShard{Shard: shard, Token: 0})
 		}
 		a.mu.Unlock()
 		return
@@ -506,7 +446,7 @@ func (a *Agent) stop(ctx context.Context, count, shard int, report bool) {
 		delete(g.tokens, shard)
 		delete(g.removing, shard)
 		if report {
-			g.released = append(g.released, held{shard, tok})
+			g.released = append(g.released, coordapi.HeldShard{Shard: shard, Token: tok})
 		}
 		a.mu.Unlock()
 		if report {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // fakeNode records the shards it runs.
@@ -260,7 +261,7 @@ func TestAgentLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var leases []coord.ShardLease
+	var leases []coordapi.ShardLease
 	err = json.NewDecoder(resp.Body).Decode(&leases)
 	resp.Body.Close()
 	if err != nil || len(leases) != 2 {

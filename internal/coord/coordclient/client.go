@@ -1,7 +1,10 @@
-// Package coordclient is the coordinator's Go client for gateway nodes: an
-// identify gate that asks the coordinator's global queue before every
-// IDENTIFY, so shards started on many nodes at once still keep Discord's
-// identify limit.
+// Package coordclient is the coordinator's Go client: for gateway nodes,
+// an identify gate that asks the coordinator's global queue before every
+// IDENTIFY (so shards started on many nodes at once still keep Discord's
+// identify limit) and the Agent that runs the shards the coordinator
+// leases to the node; for operators' tools, the read and command calls
+// the CLI makes. The types it exchanges come from coordapi, which the
+// coordinator serves too.
 package coordclient
 
 import (
@@ -56,8 +59,13 @@ type Client struct {
 	log  *slog.Logger
 
 	ready chan int // shards whose READY is to be reported
+	ctx   context.Context // ends with Close
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
+
+	mu        sync.Mutex
+	reporting bool // the reporter runs
+	closed    bool
 }
 
 // New checks cfg and starts the client's reporter goroutine.
@@ -82,14 +90,19 @@ func New(cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Client{cfg: cfg, base: u, log: cfg.Logger, ready: make(chan int, 4096), stop: cancel}
-	c.wg.Go(func() { c.report(ctx) })
-	return c, nil
+	return &Client{cfg: cfg, base: u, log: cfg.Logger, ready: make(chan int, 4096), ctx: ctx, stop: cancel}, nil
 }
 
-// Close stops the reporter and waits for it. READY reports not yet sent
-// are dropped: they only move a bucket's next slot later.
+// URL is the coordinator's base URL.
+func (c *Client) URL() string { return c.base.String() }
+
+// Close stops the READY reporter (started by the first Identified) and
+// waits for it. READY reports not yet sent are dropped: they only move a
+// bucket's next slot later.
 func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.stop()
 	c.wg.Wait()
 	return nil
@@ -122,6 +135,12 @@ func (c *Client) Wait(ctx context.Context, shard int) error {
 
 // Identified reports shard's READY without blocking; the reporter sends it.
 func (c *Client) Identified(shard int, at time.Time) {
+	c.mu.Lock()
+	if !c.reporting && !c.closed {
+		c.reporting = true
+		c.wg.Go(func() { c.report(c.ctx) })
+	}
+	c.mu.Unlock()
 	select {
 	case c.ready <- shard:
 	default:
@@ -166,7 +185,7 @@ func (c *Client) do(req *http.Request, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20)) // GET /v1/shards of a large fleet is megabytes
 	if err != nil {
 		return err
 	}

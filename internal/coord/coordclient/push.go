@@ -13,21 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
-
-// command is a typed order from the coordinator's push channel.
-type command struct {
-	ID       string `json:"id"`
-	Type     string `json:"type"`
-	Shard    *int   `json:"shard,omitempty"`
-	Capacity *int   `json:"capacity,omitempty"`
-}
-
-type commandAck struct {
-	ID    string `json:"id"`
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-}
 
 // pushLoop keeps the push channel open until ctx ends, reconnecting with
 // backoff, and carries out the commands it brings.
@@ -74,13 +61,13 @@ func (a *Agent) pushOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var cmd command
+		var cmd coordapi.Command
 		if err := json.Unmarshal(data, &cmd); err != nil || cmd.ID == "" {
 			a.c.log.Warn("push channel: unreadable command", "err", err)
 			continue
 		}
 		err = a.run(ctx, cmd)
-		ack := commandAck{ID: cmd.ID, OK: err == nil}
+		ack := coordapi.CommandAck{ID: cmd.ID, OK: err == nil}
 		if err != nil {
 			ack.Error = err.Error()
 		}
@@ -94,28 +81,28 @@ func (a *Agent) pushOnce(ctx context.Context) error {
 	}
 }
 
-// nudged is what a "beat" command signals: Run heartbeats at once.
+// nudged is what a beat command signals: Run heartbeats at once.
 func (a *Agent) nudged() <-chan struct{} { return a.nudge }
 
-// errUnknownCommand answers a command type this node does not know.
+// errUnknownCommand answers a coordapi.Command type this node does not know.
 var errUnknownCommand = errors.New("unknown command")
 
 // run carries out one command.
-func (a *Agent) run(ctx context.Context, cmd command) error {
-	a.c.log.Info("command from the coordinator", "id", cmd.ID, "type", cmd.Type)
+func (a *Agent) run(ctx context.Context, cmd coordapi.Command) error {
+	a.c.log.Info("coordapi.Command from the coordinator", "id", cmd.ID, "type", cmd.Type)
 	switch cmd.Type {
-	case "restart_shard":
+	case coordapi.CmdRestartShard:
 		if cmd.Shard == nil {
 			return errors.New("restart_shard without a shard")
 		}
 		return a.restart(ctx, []int{*cmd.Shard})
-	case "beat":
+	case coordapi.CmdBeat:
 		select {
 		case a.nudge <- struct{}{}:
 		default:
 		}
 		return nil
-	case "respawn_all":
+	case coordapi.CmdRespawnAll:
 		a.mu.Lock()
 		var shards []int
 		for s := range a.cur.tokens {
@@ -126,12 +113,12 @@ func (a *Agent) run(ctx context.Context, cmd command) error {
 		a.mu.Unlock()
 		slices.Sort(shards)
 		return a.restart(ctx, shards)
-	case "drain", "undrain":
+	case coordapi.CmdDrain, coordapi.CmdUndrain:
 		a.mu.Lock()
-		a.draining = cmd.Type == "drain"
+		a.draining = cmd.Type == coordapi.CmdDrain
 		a.mu.Unlock()
 		return nil
-	case "config":
+	case coordapi.CmdConfig:
 		if cmd.Capacity == nil || *cmd.Capacity < 0 {
 			return errors.New("config without a valid capacity")
 		}
@@ -172,7 +159,7 @@ func (a *Agent) restart(ctx context.Context, shards []int) error {
 			// Not running any more: give the lease back.
 			if tok, ok := g.tokens[s]; ok {
 				delete(g.tokens, s)
-				g.released = append(g.released, held{s, tok})
+				g.released = append(g.released, coordapi.HeldShard{Shard: s, Token: tok})
 			}
 		}
 		a.mu.Unlock()

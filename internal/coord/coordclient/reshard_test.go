@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/coord"
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
 // genNode is a fake node that runs shards of several counts and takes
@@ -61,14 +62,14 @@ func (g *genNode) Retire(ctx context.Context, n int) error {
 
 // reports says every running shard is ready with its guilds, in its
 // generation's mode, and handed over once in handover.
-func (g *genNode) reports() []ShardReport {
+func (g *genNode) reports() []coordapi.ShardReport {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	one := 1
-	var out []ShardReport
+	var out []coordapi.ShardReport
 	for k := range g.running {
 		m := g.modes[k[0]]
-		out = append(out, ShardReport{Shard: k[1], NumShards: k[0], State: "ready", Mode: m, Guilds: &one, HandedOver: m == "handover"})
+		out = append(out, coordapi.ShardReport{Shard: k[1], NumShards: k[0], State: "ready", Mode: m, Guilds: &one, HandedOver: m == "handover"})
 	}
 	return out
 }
