@@ -71,6 +71,7 @@ var layers = map[string]layer{
 
 	"internal/shard":             {stdlibOnly: true},
 	"internal/lease":             {},
+	"internal/lease/kvlease":     {imports: []string{"internal/lease", "internal/broker"}},
 	"internal/identify":          {imports: []string{"internal/discord"}},
 	"internal/coord/coordapi":    {},
 	"internal/coord/coordclient": {imports: []string{"internal/coord/coordapi", "internal/identify"}, modules: []string{modWebsocket}},

@@ -109,7 +109,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	var kv *natsbroker.Broker // with -nats: state, dashboard history, consumer lag
 	if *natsURL != "" {
-		bcfg := natsbroker.Config{Name: "gatehouse-coordinator", Logger: log}
+		// The coordinator owns the control plane's buckets: it creates the
+		// stream and buckets nodes bind to, and sets the liveness TTL.
+		bcfg := natsbroker.Config{Name: "gatehouse-coordinator", Manage: true, LiveTTL: *leaseTTL, Logger: log}
 		if *natsURL == "embedded" {
 			if err := os.MkdirAll(*dataDir, 0o755); err != nil {
 				return fmt.Errorf("coordinator: -data-dir: %w", err)

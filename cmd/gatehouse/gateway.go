@@ -53,6 +53,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		batchBytes  = fs.Int("batch-bytes", 64<<10, "publish a batch when it reaches this many bytes")
 		idleAfter   = fs.Duration("idle-after", 2*time.Second, "a shard quiet this long packs its zlib-stream window (32 KiB to about 8) and returns its read buffers (negative: never)")
 		maxAge      = fs.Duration("retention", 24*time.Hour, "embedded/created stream: how long events are kept")
+		create      = fs.Bool("create-streams", false, "with -nats URL: create the event stream and buckets when missing (they are normally created by gatehouse broker or the coordinator, so that nodes need no permission to change streams)")
 		interval    = fs.Duration("identify-interval", 5*time.Second, "identify window per bucket (Discord: 5s; shorter only against a simulator configured the same)")
 		margin      = fs.Duration("identify-margin", 25*time.Millisecond, "added to the 5 s identify window of each bucket, against clock and network jitter")
 		nodeID      = fs.String("node-id", "", "this node's name in saved state and logs (default: host name)")
@@ -114,7 +115,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 	bcfg := natsbroker.Config{Prefix: *prefix, MaxAge: *maxAge, Name: "gatehouse-gateway", Logger: log}
 	if *natsURL != "embedded" {
-		bcfg.URL = *natsURL
+		bcfg.URL, bcfg.Manage = *natsURL, *create
 	} else {
 		bcfg.DataDir = *dataDir
 		if err := os.MkdirAll(*dataDir, 0o755); err != nil {

@@ -67,7 +67,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	b, err := natsbroker.Open(ctx, natsbroker.Config{DataDir: sc.dataDir, Listen: sc.natsListen, Name: "gatehouse-" + sc.name, Logger: sc.log.With("part", "nats")})
+	b, err := natsbroker.Open(ctx, natsbroker.Config{DataDir: sc.dataDir, Listen: sc.natsListen, LiveTTL: sc.leaseTTL, Name: "gatehouse-" + sc.name, Logger: sc.log.With("part", "nats")})
 	if err != nil {
 		return fmt.Errorf("%s: broker (is -nats-listen %s free?): %w", sc.name, sc.natsListen, err)
 	}

@@ -38,6 +38,10 @@ var (
 	ErrBadBatch = errors.New("broker: malformed batch")
 	// ErrTooLarge means a payload cannot fit in one message even compressed.
 	ErrTooLarge = errors.New("broker: payload too large")
+	// ErrConflict is a compare-and-set that lost: the key exists (a
+	// create) or is no longer at the expected revision (an update or a
+	// delete).
+	ErrConflict = errors.New("broker: compare-and-set conflict")
 	// ErrFenced is returned by Store.SaveSession and DeleteSession when the
 	// saved state belongs to a newer lease than the caller's: another node
 	// holds the shard now, and the caller must stop it.
@@ -145,6 +149,16 @@ type Store interface {
 	DeleteSession(ctx context.Context, shard, numShards int, lease uint64) error
 	// LastBatch returns the newest batch stored for shard, or ErrNotFound.
 	LastBatch(ctx context.Context, shard int) (LastBatch, error)
+}
+
+// Entry is one key of a key-value bucket as a watch or a read sees it.
+type Entry struct {
+	Key      string
+	Value    []byte
+	Revision uint64
+	// Deleted: the key was deleted, purged or expired (Value is empty);
+	// Revision is the marker's.
+	Deleted bool
 }
 
 // ConsumerLag is one durable consumer of the event stream and how far

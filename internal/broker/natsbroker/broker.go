@@ -33,7 +33,8 @@ type Broker struct {
 	connClosed chan struct{} // closed by the connection's closed handler
 	js         jetstream.JetStream
 	stream     jetstream.Stream
-	kv         jetstream.KeyValue
+	kv         jetstream.KeyValue // sessions
+	ctl, live  *KV                // the control plane's buckets
 	maxBody    int
 
 	// revs caches the session bucket revision this broker last read or
@@ -150,7 +151,7 @@ func (b *Broker) open(ctx context.Context) error {
 	if maxBytes == 0 {
 		maxBytes = -1
 	}
-	b.stream, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	b.stream, err = b.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "Gatehouse gateway events",
 		Subjects:    []string{b.subj.Events()},
@@ -161,21 +162,22 @@ func (b *Broker) open(ctx context.Context) error {
 		MaxMsgs:     -1,
 		MaxMsgSize:  int32(min(maxPayload, 1<<31-1)),
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
 		Duplicates:  cfg.Duplicates,
 	})
 	if err != nil {
-		return fmt.Errorf("natsbroker: stream %s: %w", cfg.Stream, err)
+		return err
 	}
-	b.kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	b.kv, err = b.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      cfg.SessionBucket,
 		Description: "Gatehouse shard sessions",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("natsbroker: session bucket %s: %w", cfg.SessionBucket, err)
+		return err
+	}
+	if err := b.openControl(ctx); err != nil {
+		return err
 	}
 	b.log.Debug("broker open", "stream", cfg.Stream, "bucket", cfg.SessionBucket,
 		"max_body", b.maxBody, "embedded", b.ns != nil, "client_url", b.clientURL)

@@ -21,6 +21,9 @@ const (
 	DefaultMaxAge        = 24 * time.Hour
 	DefaultDuplicates    = 2 * time.Minute
 	DefaultSessionBucket = "gatehouse_sessions"
+	DefaultControlBucket = "gatehouse_ctl"
+	DefaultLiveBucket    = "gatehouse_live"
+	DefaultLiveTTL       = 15 * time.Second
 	DefaultMaxPending    = 1024
 	DefaultAckTimeout    = 5 * time.Second
 	DefaultDrainTimeout  = 5 * time.Second
@@ -69,8 +72,11 @@ type Config struct {
 	Prefix string
 	// Stream is the event stream's name. Default "GATEHOUSE_EVENTS".
 	Stream string
-	// Replicas is the replica count of the stream and the session bucket.
-	// Default 1; use 3 on an external cluster.
+	// Replicas is the replica count of the stream and every bucket. 0
+	// keeps what exists and creates with 1; use 3 on a 3-node cluster. A
+	// count above an existing stream's raises it; one below is refused
+	// (ErrConfig): lowering replicas is an operator's decision, made with
+	// the nats tool, never a side effect of a start.
 	Replicas int
 	// MaxAge is how long the stream keeps an event. Default 24h; negative
 	// means no age limit.
@@ -84,6 +90,24 @@ type Config struct {
 	// SessionBucket is the key-value bucket holding session state. Default
 	// "gatehouse_sessions".
 	SessionBucket string
+	// ControlBucket holds the coordinators' state: shard leases, the
+	// token base, the coordinator's saved state. Default "gatehouse_ctl".
+	ControlBucket string
+	// LiveBucket holds the records that expire: gateway nodes' liveness
+	// and the coordinators' leadership. Default "gatehouse_live".
+	LiveBucket string
+	// LiveTTL is LiveBucket's TTL, the lease TTL: a record not rewritten
+	// for this long expires. Only a Manage broker sets it (creating the
+	// bucket, or changing an existing one's); 0 creates a missing bucket
+	// with DefaultLiveTTL and leaves an existing one's alone.
+	LiveTTL time.Duration
+
+	// Manage creates the stream and buckets when missing and updates
+	// their settings. Without it the broker binds to what exists and
+	// fails with a clear error when something is missing: gateway nodes
+	// and workers need no permission to change streams. An embedded
+	// server always manages its own.
+	Manage bool
 
 	// MaxPending is the most batches in flight: published and not yet
 	// acknowledged (done not yet returned). Publish blocks beyond it.
@@ -145,11 +169,8 @@ func (c Config) withDefaults() (Config, error) {
 	if !validName(c.Stream) {
 		return bad("Stream", strconv.Quote(c.Stream))
 	}
-	switch {
-	case c.Replicas < 0:
-		return bad("Replicas", c.Replicas)
-	case c.Replicas == 0:
-		c.Replicas = 1
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return bad("Replicas", fmt.Sprintf("%d (want 1 to 5, or 0 to keep what exists)", c.Replicas))
 	}
 	switch {
 	case c.MaxAge < 0:
@@ -172,8 +193,25 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SessionBucket == "" {
 		c.SessionBucket = DefaultSessionBucket
 	}
-	if !validName(c.SessionBucket) {
-		return bad("SessionBucket", strconv.Quote(c.SessionBucket))
+	if c.ControlBucket == "" {
+		c.ControlBucket = DefaultControlBucket
+	}
+	if c.LiveBucket == "" {
+		c.LiveBucket = DefaultLiveBucket
+	}
+	for field, name := range map[string]string{"SessionBucket": c.SessionBucket, "ControlBucket": c.ControlBucket, "LiveBucket": c.LiveBucket} {
+		if !validName(name) {
+			return bad(field, strconv.Quote(name))
+		}
+	}
+	switch {
+	case c.LiveTTL < 0:
+		return bad("LiveTTL", c.LiveTTL)
+	case c.LiveTTL > 0 && c.LiveTTL < time.Second:
+		return bad("LiveTTL", fmt.Sprintf("%s (at least 1s: the broker expires records with a second's precision)", c.LiveTTL))
+	}
+	if c.URL == "" {
+		c.Manage = true // the embedded server's streams are its own
 	}
 	switch {
 	case c.MaxPending < 0:

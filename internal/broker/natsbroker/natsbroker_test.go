@@ -189,8 +189,9 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("Duplicates = %v, want MaxAge %v", got.Duplicates, time.Minute)
 	}
 	if got.Listen != DefaultListen || got.Stream != DefaultStream || got.SessionBucket != DefaultSessionBucket ||
+		got.ControlBucket != DefaultControlBucket || got.LiveBucket != DefaultLiveBucket || !got.Manage ||
 		got.MaxPending != DefaultMaxPending || got.MaxPayload != DefaultMaxPayload || got.SyncInterval != time.Second ||
-		got.Prefix != broker.DefaultPrefix || got.Replicas != 1 || got.Logger == nil {
+		got.Prefix != broker.DefaultPrefix || got.Replicas != 0 || got.Logger == nil {
 		t.Errorf("defaults not applied: %+v", got)
 	}
 }
