@@ -283,6 +283,7 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	to := fs.Int("to", 0, "the new shard `count` (required)")
 	dry := fs.Bool("dry-run", false, "print the plan only")
 	wait := fs.Bool("wait", true, "follow the reshard, printing each phase, until it is done")
+	spend := fs.Bool("spend-reserve", false, "let the reshard spend the session starts kept in reserve (the plan says how many): an operator's decision the coordinator never takes on its own")
 	if pos, err := parseInterspersed(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -296,7 +297,7 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer c.Close()
-	req := coordapi.ReshardRequest{To: *to}
+	req := coordapi.ReshardRequest{To: *to, SpendReserve: *spend}
 	plan, err := c.PlanReshard(ctx, req)
 	if err != nil {
 		return err

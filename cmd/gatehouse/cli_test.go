@@ -20,7 +20,7 @@ import (
 // coordinator with one node reporting three shards ready and one offline.
 func TestOperatorCommands(t *testing.T) {
 	co, err := coord.New(coord.Config{Tokens: coord.Tokens{Admin: "adm", Node: "nod", Status: "sta"}, ShardCount: 4, MaxConcurrency: 2,
-		IdentifyMargin: -1, SessionStarts: 100, Logger: slog.New(slog.DiscardHandler)})
+		IdentifyMargin: -1, SessionStarts: 100, SessionStartTotal: 100, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +52,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		aligned    = fs.Bool("bucket-aligned", false, "keep each identify bucket's shards on one gateway node where capacity allows")
 		connects   = fs.Int("connects-per-minute", 120, "Shardman connects allowed per client IP per minute")
 		queueOpen  = fs.Bool("queue-open", false, "serve twilight's /queue without a token, as the original does (private networks only)")
-		natsURL    = fs.String("nats", "", "where to keep the coordinator's state (leases, token counter): embedded (run NATS JetStream in this process, which nodes and workers can share), a nats:// `URL`, or empty for memory only")
+		natsURL    = fs.String("nats", "", "the control plane's NATS JetStream: embedded (in this process, which nodes and workers can share), a nats:// `URL` (several, comma-separated, for a cluster), or empty for a standalone coordinator that keeps everything in memory. With NATS any number of coordinators run as replicas of one control plane: one leads, the others serve reads and forward writes")
+		replicaID  = fs.String("replica-id", "", "this coordinator among its replicas (default: the host name and a random suffix)")
+		advertise  = fs.String("advertise", "", "with -nats: the `URL` other replicas forward writes to while this one leads (default: http:// and the -listen address, when it names a host)")
+		reserve    = fs.String("session-reserve", "10%", "session starts every plan keeps for sessions that cannot resume: a number, or a percentage of Discord's daily total; only a reshard's -spend-reserve spends them")
 		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "with -nats embedded: TCP `HOST:PORT` gateway nodes and workers connect to")
 		dataDir    = fs.String("data-dir", "gatehouse-data", "with -nats embedded: JetStream store `directory`")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -77,6 +82,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *margin < 0 {
 		cfg.IdentifyMargin = -1
 	}
+	if cfg.Reserve, cfg.ReservePercent, err = parseReserve(*reserve); err != nil {
+		return usageError{"coordinator: -session-reserve: " + err.Error()}
+	}
 	n, err := parseShardCount(*shardCount)
 	if err != nil {
 		return usageError{"coordinator: -shard-count: " + err.Error()}
@@ -101,14 +109,24 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		if cfg.MaxConcurrency == 0 {
 			cfg.MaxConcurrency = gb.SessionStartLimit.MaxConcurrency
 		}
-		cfg.SessionStarts = gb.SessionStartLimit.Remaining
+		cfg.SessionStarts, cfg.SessionStartTotal = gb.SessionStartLimit.Remaining, gb.SessionStartLimit.Total
 		cfg.SessionReset = time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond)
 		cfg.GatewayBot = fetch
 	} else if cfg.ShardCount == 0 {
 		return usageError{"coordinator: -shard-count auto needs the bot token; pass a number, or -token"}
 	}
-	var kv *natsbroker.Broker // with -nats: state, dashboard history, consumer lag
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("coordinator: -listen: %w", err)
+	}
+	defer ln.Close() // for the returns before Serve owns it
+	cfg.ReplicaID = *replicaID
+	var kv *natsbroker.Broker // with -nats: the control plane, dashboard history, consumer lag
 	if *natsURL != "" {
+		adv, err := advertiseURL(*advertise, ln.Addr())
+		if err != nil {
+			return usageError{"coordinator: " + err.Error()}
+		}
 		// The coordinator owns the control plane's buckets: it creates the
 		// stream and buckets nodes bind to, and sets the liveness TTL.
 		bcfg := natsbroker.Config{Name: "gatehouse-coordinator", Manage: true, LiveTTL: *leaseTTL, Logger: log}
@@ -125,44 +143,36 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fmt.Errorf("coordinator: -nats: %w", err)
 		}
 		defer b.Close()
-		cfg.State = b
+		cfg.Control, cfg.Advertise = controlOf(b, *leaseTTL), adv
 		kv = b
 		if *natsURL == "embedded" {
 			fmt.Fprintf(stdout, "gatehouse coordinator: NATS at %s\n", b.ClientURL())
 		}
 	} else {
-		log.Warn("no -nats: leases live in memory; a restarted coordinator adopts what nodes report, with new tokens")
+		log.Warn("no -nats: a standalone coordinator; leases live in memory, and nodes stop their shards when it is gone for half the lease TTL")
 	}
 	c, err := coord.New(cfg)
 	if err != nil {
 		return usageError{"coordinator: " + err.Error()}
 	}
-	if err := c.Load(ctx); err != nil {
-		return fmt.Errorf("coordinator: %w", err)
-	}
 	dcfg := dashboard.Config{Coordinator: c, Logger: log.With("part", "dashboard")}
 	var lag func(context.Context) ([]broker.ConsumerLag, error)
 	if kv != nil {
 		dcfg.Consumers = kv.Consumers
-		dcfg.LoadHistory = func(ctx context.Context) ([]byte, error) { return kv.LoadBlob(ctx, "dashboard-history") }
-		dcfg.SaveHistory = func(ctx context.Context, data []byte) error { return kv.SaveBlob(ctx, "dashboard-history", data) }
+		dcfg.LoadHistory, dcfg.SaveHistory = historyOf(kv, c)
 		lag = kv.Consumers
 	}
 	dash, err := dashboard.New(dcfg)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("coordinator: -listen: %w", err)
-	}
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	handler := withMetrics(dash.Handler(c.Handler()), metricsHandler(metrics.Coordinator(c, lag)), c)
 	srv := apiServer(handler, runCtx, log)
-	fmt.Fprintf(stdout, "gatehouse coordinator: API on http://%s (OpenAPI at /openapi.json, dashboard at /, metrics at /metrics), %d shards, max_concurrency %d\n",
-		ln.Addr(), cfg.ShardCount, max(cfg.MaxConcurrency, 1))
+	fmt.Fprintf(stdout, "gatehouse coordinator: API on http://%s (OpenAPI at /openapi.json, dashboard at /, metrics at /metrics), %d shards, max_concurrency %d, replica %s\n",
+		ln.Addr(), cfg.ShardCount, max(cfg.MaxConcurrency, 1), c.Replica().ID)
 	if f, ok := stdout.(interface{ Sync() error }); ok {
 		_ = f.Sync()
 	}
@@ -183,4 +193,62 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	return nil
+}
+
+// controlOf is the control plane a coordinator replica runs on, in b.
+func controlOf(b *natsbroker.Broker, ttl time.Duration) *coord.Control {
+	return &coord.Control{Ctl: b.Control(), Live: b.Live(), LiveTTL: ttl, Views: b, Legacy: b.LoadCoordinator}
+}
+
+// historyOf keeps the dashboard's history in the control bucket; only the
+// leading replica writes it.
+func historyOf(b *natsbroker.Broker, c *coord.Coordinator) (load func(context.Context) ([]byte, error), save func(context.Context, []byte) error) {
+	load = func(ctx context.Context) ([]byte, error) { return b.LoadBlob(ctx, "dashboard-history") }
+	save = func(ctx context.Context, data []byte) error {
+		if !c.Leading() {
+			return nil // a follower's history is its own, in memory
+		}
+		return b.SaveBlob(ctx, "dashboard-history", data)
+	}
+	return load, save
+}
+
+// advertiseURL is the URL the other replicas reach this one at: flag, or
+// http:// and the listen address when it names a host.
+func advertiseURL(flag string, addr net.Addr) (string, error) {
+	if flag != "" {
+		return strings.TrimRight(flag, "/"), nil
+	}
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return "", fmt.Errorf("-listen %s names no host the other replicas can reach: pass -advertise http://HOST:%s", addr, port)
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}
+
+// parseReserve parses -session-reserve: "N" starts or "P%" of the daily
+// total.
+func parseReserve(s string) (starts int, percent float64, err error) {
+	s = strings.TrimSpace(s)
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		percent, err = strconv.ParseFloat(p, 64)
+		if err != nil || percent < 0 || percent > 100 {
+			return 0, 0, fmt.Errorf("%q: want a number of starts or a percentage from 0%% to 100%%", s)
+		}
+		if percent == 0 {
+			percent = -1 // none
+		}
+		return 0, percent, nil
+	}
+	starts, err = strconv.Atoi(s)
+	if err != nil || starts < 0 {
+		return 0, 0, fmt.Errorf("%q: want a number of starts or a percentage from 0%% to 100%%", s)
+	}
+	if starts == 0 {
+		return 0, -1, nil
+	}
+	return starts, 0, nil
 }

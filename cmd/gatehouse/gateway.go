@@ -165,7 +165,11 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.NodeID, _ = os.Hostname()
 		}
 		report := func() []coordapi.ShardReport { return shardReports(node.Status()) }
-		if agent, err = cc.NewAgent(coordclient.AgentConfig{NodeID: cfg.NodeID, Capacity: *capacity, Report: report, ExitWhenDrained: *exitDrained}); err != nil {
+		// The node's liveness record, in the control plane's live bucket,
+		// holds its leases through any coordinator outage.
+		acfg := coordclient.AgentConfig{NodeID: cfg.NodeID, Capacity: *capacity, Report: report, ExitWhenDrained: *exitDrained,
+			Liveness: b.Live(), Budget: func() *coordapi.SessionBudget { return sessionBudget(node) }}
+		if agent, err = cc.NewAgent(acfg); err != nil {
 			return usageError{"gateway: -node-id: " + err.Error()}
 		}
 		cfg.Leases = agent // publish and save only under a live lease
@@ -367,4 +371,15 @@ func shardReports(sts []gateway.ShardStatus) []coordapi.ShardReport {
 		out[i] = r
 	}
 	return out
+}
+
+// sessionBudget is the session-start budget the node read from Discord at
+// its start, for a coordinator without a bot token; nil before it did.
+func sessionBudget(n *gateway.Node) *coordapi.SessionBudget {
+	ssl, at, ok := n.SessionStartLimit()
+	if !ok {
+		return nil
+	}
+	return &coordapi.SessionBudget{Total: ssl.Total, Remaining: ssl.Remaining, ResetAfterMS: int64(ssl.ResetAfter),
+		AgeMS: time.Since(at).Milliseconds()}
 }

@@ -73,32 +73,36 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	}
 	defer b.Close()
 
-	co, err := coord.New(coord.Config{Tokens: sc.tokens, ShardCount: count, MaxConcurrency: mc, Recommended: gb.Shards,
-		IdentifyInterval: sc.identifyInterval, SessionStarts: ssl.Remaining,
-		SessionReset: time.Now().Add(time.Duration(ssl.ResetAfter) * time.Millisecond),
-		GatewayBot:   fetch, State: b, LeaseTTL: sc.leaseTTL, Logger: sc.log.With("part", "coordinator")})
-	if err != nil {
-		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
-	}
-	if err := co.Load(ctx); err != nil {
-		return fmt.Errorf("%s: %w", sc.name, err)
-	}
-	// Everything below stops before the broker closes: the dashboard saves
-	// its history and the coordinator its state through it.
-	var bg sync.WaitGroup
-	defer func() { cancel(); bg.Wait() }()
-	dash, err := dashboard.New(dashboard.Config{Coordinator: co, Consumers: b.Consumers,
-		LoadHistory: func(ctx context.Context) ([]byte, error) { return b.LoadBlob(ctx, "dashboard-history") },
-		SaveHistory: func(ctx context.Context, data []byte) error { return b.SaveBlob(ctx, "dashboard-history", data) },
-		Logger:      sc.log.With("part", "dashboard")})
-	if err != nil {
-		return err
-	}
 	coLn, err := net.Listen("tcp", sc.listen)
 	if err != nil {
 		return fmt.Errorf("%s: -listen: %w", sc.name, err)
 	}
 	defer coLn.Close() // for the returns before Serve owns it
+	ttl := sc.leaseTTL
+	if ttl <= 0 {
+		ttl = natsbroker.DefaultLiveTTL
+	}
+	// The coordinator is a replica of a control plane of one, on the
+	// embedded NATS: its leases live in KV, so the node keeps its shards
+	// whatever happens to the coordinator.
+	co, err := coord.New(coord.Config{Tokens: sc.tokens, ShardCount: count, MaxConcurrency: mc, Recommended: gb.Shards,
+		IdentifyInterval: sc.identifyInterval, SessionStarts: ssl.Remaining, SessionStartTotal: ssl.Total,
+		SessionReset: time.Now().Add(time.Duration(ssl.ResetAfter) * time.Millisecond),
+		GatewayBot:   fetch, LeaseTTL: ttl, Control: controlOf(b, ttl), ReplicaID: sc.name, Advertise: "http://" + coLn.Addr().String(),
+		Logger: sc.log.With("part", "coordinator")})
+	if err != nil {
+		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
+	}
+	// Everything below stops before the broker closes: the dashboard saves
+	// its history and the coordinator its state through it.
+	var bg sync.WaitGroup
+	defer func() { cancel(); bg.Wait() }()
+	load, save := historyOf(b, co)
+	dash, err := dashboard.New(dashboard.Config{Coordinator: co, Consumers: b.Consumers, LoadHistory: load, SaveHistory: save,
+		Logger: sc.log.With("part", "dashboard")})
+	if err != nil {
+		return err
+	}
 	// The node runs the shards the coordinator leases it, over loopback,
 	// like a node of a multi-process deployment: its reports fill the
 	// dashboard and its publishing is fenced by the leases.
@@ -108,12 +112,13 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	}
 	defer cc.Close()
 	var node *gateway.Node // the agent's reports read it once it runs
-	agent, err := cc.NewAgent(coordclient.AgentConfig{NodeID: sc.name, Report: func() []coordapi.ShardReport { return shardReports(node.Status()) }})
+	agent, err := cc.NewAgent(coordclient.AgentConfig{NodeID: sc.name, Liveness: b.Live(),
+		Report: func() []coordapi.ShardReport { return shardReports(node.Status()) }})
 	if err != nil {
 		return err
 	}
 	node, err = gateway.New(gateway.Config{API: sc.api, Token: sc.botToken, ShardCount: count, Shards: []int{}, Publisher: b, Store: b,
-		Gate: co.Gate(), Leases: agent, IdentifyInterval: sc.identifyInterval, Compression: sc.compression, NoCompression: sc.noCompression, Intents: sc.intents,
+		Gate: co, Leases: agent, IdentifyInterval: sc.identifyInterval, Compression: sc.compression, NoCompression: sc.noCompression, Intents: sc.intents,
 		NodeID: sc.name, Logger: sc.log.With("part", "gateway")})
 	if err != nil {
 		return usageError{fmt.Sprintf("%s: %v", sc.name, err)}
@@ -156,15 +161,19 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 			}
 		})
 	}
+	// The agent outlives the node by its shutdown: the node saves its
+	// sessions under the leases the agent's liveness record holds.
+	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAgent()
 	nodeDone := make(chan error, 1)
-	wg.Go(func() { nodeDone <- node.Run(runCtx) })
+	wg.Go(func() { nodeDone <- node.Run(runCtx); stopAgent() })
 	bg.Go(func() {
 		select {
 		case <-node.Started():
-		case <-runCtx.Done():
+		case <-agentCtx.Done():
 			return
 		}
-		if err := agent.Run(runCtx, reshardingNode{node}); err != nil {
+		if err := agent.Run(agentCtx, reshardingNode{node}); err != nil {
 			sc.log.Error("coordinator agent stopped; the node runs no new shards", "err", err)
 		}
 	})

@@ -231,6 +231,10 @@ func (s Subjects) Command(shard int) string {
 // Commands is the wildcard covering every command subject.
 func (s Subjects) Commands() string { return s.prefix() + ".cmd.*" }
 
+// View is the subject the leading coordinator publishes its read model on
+// for the other replicas (core NATS, not stored).
+func (s Subjects) View() string { return s.prefix() + ".ctl.view" }
+
 // Partition maps a guild to one of n partitions (n < 1 counts as 1). Guild 0
 // (no guild) is partition 0. The hash mixes all the ID's bits, so
 // partitions stay even whatever the shard count.

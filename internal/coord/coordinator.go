@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/discord"
 	"github.com/gatehouse-dev/gatehouse/internal/identify"
 	"github.com/gatehouse-dev/gatehouse/internal/shard"
@@ -92,9 +95,32 @@ type Config struct {
 	// hysteresis) and the plan fits the identify budget. A shard closed
 	// with 4011 starts one whatever this says.
 	AutoReshard bool
-	// State keeps the leases and the token counter across restarts (see
-	// Load); nil keeps them in memory only.
-	State StateStore
+	// SessionStartTotal is Discord's daily session-start total
+	// (session_start_limit.total), for the reserve. 0: unknown (the
+	// nodes' reports or 1000).
+	SessionStartTotal int
+	// Reserve is how many session starts every plan keeps untouched, for
+	// sessions that cannot resume; only an operator's override (a
+	// reshard's SpendReserve) spends them. 0: ReservePercent of the daily
+	// total.
+	Reserve int
+	// ReservePercent is the reserve as a share of the daily total when
+	// Reserve is 0. Default 10; negative means none.
+	ReservePercent float64
+	// Control makes the coordinator one replica of a control plane with
+	// no single point of failure (see Control): the shard leases live in
+	// JetStream KV as compare-and-set records, nodes hold them as long as
+	// they renew their own liveness records there, whatever happens to
+	// the coordinators, and one replica leads at a time. nil: a
+	// standalone coordinator that keeps everything in memory (a restart
+	// forgets the leases; nodes fence when it is gone for half the TTL).
+	Control *Control
+	// ReplicaID names this replica. Default: the host name and a random
+	// suffix.
+	ReplicaID string
+	// Advertise is this replica's API base URL, where the other replicas
+	// forward writes while it leads. Required with Control.
+	Advertise string
 	// Logger receives the coordinator's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -143,6 +169,19 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.ReservePercent == 0 {
+		c.ReservePercent = 10
+	}
+	if c.Reserve < 0 {
+		return c, fmt.Errorf("%w: Reserve %d is negative", ErrBadRequest, c.Reserve)
+	}
+	if c.ReplicaID == "" {
+		host, _ := os.Hostname()
+		c.ReplicaID = strings.Trim(host+"-"+randomID()[:6], "-.")
+	}
+	if !coordapi.ValidNodeID(c.ReplicaID) {
+		return c, fmt.Errorf("%w: ReplicaID %q: want letters, digits, -, _ and .", ErrBadRequest, c.ReplicaID)
+	}
 	return c, nil
 }
 
@@ -156,12 +195,16 @@ type Coordinator struct {
 	cfg  Config
 	log  *slog.Logger
 	keys *keyring
-	gate *identify.LocalGate
 	mux  *http.ServeMux
+	rep  *replica // nil: standalone
+
+	// gate is the identify queue, replaced at each takeover.
+	gate atomic.Pointer[identify.LocalGate]
 
 	mu       sync.Mutex
 	fails    authLimiter // failed authentications per source and in all
-	connects ipLimiter   // Shardman connects per IP
+	connects ipLimiter   // Shardman connects per IP, push channels per node
+	// The leader's state, made afresh at each takeover (resetStateLocked).
 	glance   glanceBoard
 	shardman *shardman
 	fleet    *fleet
@@ -191,39 +234,27 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Tokens count up from the start time in microseconds: a coordinator
-	// that lost its state (no -nats) still issues tokens above every one
-	// it issued before, which the nodes' session store fences on.
-	fl, err := newFleet(cfg.ShardCount, cfg.LeaseTTL, cfg.BucketAligned, cfg.MaxConcurrency, firstToken(cfg.FirstToken))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	c := &Coordinator{
+		cfg: cfg, log: cfg.Logger, keys: keys,
+		fails:    authLimiter{perSource: ipLimiter{Max: cfg.AuthFailures, Window: time.Minute, MaxIPs: 100_000}, GlobalMax: cfg.AuthFailuresGlobal},
+		connects: ipLimiter{Max: cfg.ConnectsPerMinute, Window: time.Minute, MaxIPs: 100_000},
 	}
-	planner, err := shard.NewPlanner(shard.Config{})
+	if cfg.Control != nil {
+		if c.rep, err = newReplica(cfg); err != nil {
+			return nil, err
+		}
+	}
+	c.mu.Lock()
+	err = c.resetStateLocked()
+	c.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	c := &Coordinator{
-		cfg: cfg, log: cfg.Logger, keys: keys, fleet: fl, planner: planner, recommended: cfg.Recommended,
-		gate:     identify.NewLocalGate(identify.NewScheduler(cfg.MaxConcurrency, cfg.IdentifyInterval, cfg.IdentifyMargin, cfg.SessionStarts, cfg.SessionReset)),
-		fails:    authLimiter{perSource: ipLimiter{Max: cfg.AuthFailures, Window: time.Minute, MaxIPs: 100_000}, GlobalMax: cfg.AuthFailuresGlobal},
-		connects: ipLimiter{Max: cfg.ConnectsPerMinute, Window: time.Minute, MaxIPs: 100_000},
-		glance:   glanceBoard{interval: cfg.HealthInterval},
-		shardman: newShardman(cfg.ShardCount, cfg.BeatTimeout),
-	}
-	c.count.Store(int64(cfg.ShardCount))
-	// One namespace of shards: a shard leased to a node is not free for
-	// Shardman, and one a Shardman worker holds is not assigned to a node.
-	// Both run under c.mu.
-	c.shardman.taken = func(shard int) bool {
-		l, ok := c.fleet.leases.Get(shard)
-		return ok && l.Live(time.Now())
-	}
-	c.fleet.taken = func(shard int) bool { return c.shardman.byShard[shard] != nil }
 	c.mux = http.NewServeMux()
 	for _, rt := range c.routes() {
 		c.mux.Handle(rt.method+" "+rt.pattern, c.handle(rt))
 	}
-	queue := c.handle(route{h: c.twilightQueue})
+	queue := c.handle(route{h: c.twilightQueue, noAnswer: true})
 	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" { // twilight's client asks GET /?shard=N
 			queue.ServeHTTP(w, r)
@@ -234,9 +265,56 @@ func New(cfg Config) (*Coordinator, error) {
 	return c, nil
 }
 
-// Gate returns the coordinator's identify gate, for a gateway node in the
-// same process: it shares the queue with every remote node and worker.
-func (c *Coordinator) Gate() *identify.LocalGate { return c.gate }
+// resetStateLocked makes the leader's state afresh from the
+// configuration: at start, and at each takeover and step-down (a new
+// leader reads the rest back from the control bucket). The caller holds
+// c.mu.
+func (c *Coordinator) resetStateLocked() error {
+	cfg := c.cfg
+	// A standalone coordinator's tokens count up from the start time in
+	// microseconds, so that one that lost its state still issues tokens
+	// above every one it issued before, which the nodes' session store
+	// fences on. A replica's come from the lease records.
+	fl, err := newFleetMode(cfg.ShardCount, cfg.LeaseTTL, cfg.BucketAligned, cfg.MaxConcurrency, firstToken(cfg.FirstToken), c.rep != nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	planner, err := shard.NewPlanner(shard.Config{})
+	if err != nil {
+		return err
+	}
+	sched := identify.NewScheduler(cfg.MaxConcurrency, cfg.IdentifyInterval, cfg.IdentifyMargin, cfg.SessionStarts, cfg.SessionReset)
+	sched.SetBudget(identify.Budget{Remaining: cfg.SessionStarts, Total: cfg.SessionStartTotal, ResetAt: cfg.SessionReset})
+	c.gate.Store(identify.NewLocalGate(sched))
+	c.fleet, c.planner, c.plan, c.recommended = fl, planner, shard.State{}, cfg.Recommended
+	c.glance = glanceBoard{interval: cfg.HealthInterval}
+	c.shardman = newShardman(cfg.ShardCount, cfg.BeatTimeout)
+	c.count.Store(int64(cfg.ShardCount))
+	c.nextAuto = time.Time{}
+	// One namespace of shards: a shard leased to a node is not free for
+	// Shardman, and one a Shardman worker holds is not assigned to a node.
+	// Both run under c.mu.
+	c.shardman.taken = func(shard int) bool {
+		l, ok := c.fleet.leases.Get(shard)
+		return ok && l.Live(time.Now())
+	}
+	c.fleet.taken = func(shard int) bool { return c.shardman.byShard[shard] != nil }
+	return nil
+}
+
+// gateNow is the identify queue of the current leadership.
+func (c *Coordinator) gateNow() *identify.LocalGate { return c.gate.Load() }
+
+// Wait blocks until shard may identify, for a gateway node in the same
+// process (gateway.IdentifyGate): it shares the queue with every remote
+// node and worker.
+func (c *Coordinator) Wait(ctx context.Context, shard int) error {
+	return c.waitIdentify(ctx, shard, false)
+}
+
+// Identified reports a READY of a granted identify, for a gateway node in
+// the same process (gateway.IdentifyObserver).
+func (c *Coordinator) Identified(shard int, at time.Time) { c.gateNow().Identified(shard, at) }
 
 // Handler returns the coordinator's HTTP handler.
 func (c *Coordinator) Handler() http.Handler { return c.mux }
@@ -247,9 +325,12 @@ const tick = time.Second
 // Run runs the coordinator's timers until ctx ends: it expires the leases
 // of silent nodes, frees the shards of Shardman workers that stopped
 // beating, marks silent glance shards unhealthy, refreshes the
-// session-start budget, and saves changed state every second (and once
-// more at the end).
+// session-start budget, and (a replica) takes part in the election, leads
+// when it wins, saves changed state every second and publishes its view.
 func (c *Coordinator) Run(ctx context.Context) error {
+	if c.rep != nil {
+		return c.runReplica(ctx)
+	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var nextRefresh time.Time
@@ -259,10 +340,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		if c.cfg.GatewayBot != nil && !now.Before(nextRefresh) {
 			nextRefresh = now.Add(c.refreshBudget(ctx, now))
 		}
-		c.save(ctx, false)
 		select {
 		case <-ctx.Done():
-			c.save(context.WithoutCancel(ctx), false)
 			return nil
 		case <-t.C:
 		}
@@ -308,7 +387,7 @@ func (c *Coordinator) refreshBudget(ctx context.Context, now time.Time) time.Dur
 	c.recommended = gb.Shards
 	c.mu.Unlock()
 	reset := time.Duration(ssl.ResetAfter) * time.Millisecond
-	c.gate.SetBudget(ssl.Remaining, now.Add(reset))
+	c.gateNow().SetBudget(identify.Budget{Remaining: ssl.Remaining, Total: ssl.Total, ResetAt: now.Add(reset)})
 	if gb.SessionStartLimit.MaxConcurrency > 0 && gb.SessionStartLimit.MaxConcurrency != c.cfg.MaxConcurrency {
 		c.log.Warn("Discord reports a different max_concurrency; restart the coordinator to use it",
 			"configured", c.cfg.MaxConcurrency, "reported", gb.SessionStartLimit.MaxConcurrency)

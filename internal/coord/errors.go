@@ -29,6 +29,9 @@ var (
 	ErrNoShardFree = errors.New("coord: no shard is free")
 	// ErrClosed: the coordinator is shutting down.
 	ErrClosed = errors.New("coord: shutting down")
+	// ErrUnavailable: no replica leads right now (an election is under
+	// way), or this one cannot reach the control plane; retry shortly.
+	ErrUnavailable = errors.New("coord: unavailable")
 	// ErrNotImplemented: the request is valid, but this version cannot
 	// carry it out.
 	ErrNotImplemented = errors.New("coord: not implemented")
@@ -74,7 +77,7 @@ func statusOf(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, ErrNoShardFree):
 		return http.StatusConflict
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrNotImplemented):
 		return http.StatusNotImplemented

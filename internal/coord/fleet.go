@@ -2,6 +2,7 @@ package coord
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -53,6 +54,16 @@ type fleet struct {
 	// shardingRequired notes a shard report that Discord closed with
 	// 4011: the coordinator starts an emergency reshard.
 	shardingRequired bool
+	// journal makes every grant and release a write for the lease
+	// authority (a replicated coordinator): the leases last until
+	// released, nodes are alive as long as their liveness record (live),
+	// and the shell writes writes through before it acts on them.
+	journal bool
+	writes  []leaseWrite
+	// live are the nodes whose liveness record exists, with its epoch
+	// (journal only). A node that stops heartbeating keeps its shards
+	// while it is live: it may only have lost the coordinator.
+	live map[string]uint64
 }
 
 // handoff is a shard moving between live nodes.
@@ -77,17 +88,29 @@ type reported struct {
 }
 
 func newFleet(count int, ttl time.Duration, bucketAligned bool, maxConc int, firstToken uint64) (*fleet, error) {
-	t, err := lease.New(lease.Config{TTL: ttl, FirstToken: firstToken})
+	return newFleetMode(count, ttl, bucketAligned, maxConc, firstToken, false)
+}
+
+// newFleetMode returns a fleet; journal makes it a replicated
+// coordinator's (see fleet.journal).
+func newFleetMode(count int, ttl time.Duration, bucketAligned bool, maxConc int, firstToken uint64, journal bool) (*fleet, error) {
+	t, err := lease.New(lease.Config{TTL: ttl, FirstToken: firstToken, UntilReleased: journal})
 	if err != nil {
 		return nil, err
 	}
-	return &fleet{count: count, ttl: t.TTL(), bucketAligned: bucketAligned, maxConc: maxConc, leases: t, nodes: map[string]*fleetNode{}, drained: map[string]bool{}}, nil
+	if journal {
+		ttl = max(ttl, time.Millisecond) // the table has none; keep the fleet's
+	} else {
+		ttl = t.TTL()
+	}
+	return &fleet{count: count, ttl: ttl, bucketAligned: bucketAligned, maxConc: maxConc, leases: t, nodes: map[string]*fleetNode{},
+		drained: map[string]bool{}, journal: journal, live: map[string]uint64{}}, nil
 }
 
 // beat applies node id's heartbeat at now and returns its orders.
 func (f *fleet) beat(now time.Time, id string, b coordapi.NodeBeat) (coordapi.NodeOrders, error) {
-	if id == "" || len(id) > 128 {
-		return coordapi.NodeOrders{}, fmt.Errorf("%w: node ID: want 1 to 128 characters", ErrBadRequest)
+	if !coordapi.ValidNodeID(id) {
+		return coordapi.NodeOrders{}, fmt.Errorf("%w: node ID %q: want 1 to 128 letters, digits, -, _ and . (not at either end, never two dots)", ErrBadRequest, id)
 	}
 	if b.Capacity < 0 {
 		return coordapi.NodeOrders{}, fmt.Errorf("%w: capacity %d is negative", ErrBadRequest, b.Capacity)
@@ -153,7 +176,7 @@ func (f *fleet) genBeat(now time.Time, id string, b coordapi.GenBeat) (coordapi.
 	for _, r := range b.Released {
 		// Released by its holder: free for the next node. A stale report
 		// (the lease moved on) changes nothing.
-		_ = f.leases.Release(r.Shard, id, r.Token)
+		_ = f.release(r.Shard, id, r.Token)
 	}
 	for _, h := range b.Shards {
 		l, err := f.leases.Renew(now, h.Shard, id, h.Token)
@@ -161,7 +184,7 @@ func (f *fleet) genBeat(now time.Time, id string, b coordapi.GenBeat) (coordapi.
 			// Not this node's lease with this token. If nobody holds the
 			// shard (a restarted coordinator), adopt it under a new token;
 			// otherwise the node must stop it.
-			l, err = f.leases.Acquire(now, h.Shard, id)
+			l, err = f.acquire(now, h.Shard, id)
 			if err != nil {
 				o.Revoke = append(o.Revoke, h.Shard)
 				continue
@@ -174,7 +197,7 @@ func (f *fleet) genBeat(now time.Time, id string, b coordapi.GenBeat) (coordapi.
 	// that assigned it) is free again, for it or another node.
 	for _, l := range f.leases.Held(id) {
 		if !slices.ContainsFunc(b.Shards, func(h coordapi.HeldShard) bool { return h.Shard == l.Shard }) {
-			_ = f.leases.Release(l.Shard, id, l.Token)
+			_ = f.release(l.Shard, id, l.Token)
 		}
 	}
 	f.report(now, id, b.Reports)
@@ -193,7 +216,7 @@ func (f *fleet) genBeat(now time.Time, id string, b coordapi.GenBeat) (coordapi.
 			if f.taken != nil && f.taken(m.Shard) {
 				continue
 			}
-			l, err := f.leases.Acquire(now, m.Shard, id)
+			l, err := f.acquire(now, m.Shard, id)
 			if err != nil {
 				continue // taken meanwhile; the next heartbeat plans again
 			}
@@ -296,21 +319,39 @@ func (f *fleet) plan(now time.Time) (lease.Plan, error) {
 		n := f.nodes[id]
 		in.Nodes = append(in.Nodes, lease.Node{ID: id, Capacity: n.capacity, Draining: n.draining || f.drained[id]})
 	}
+	held := map[string]int{}
 	for _, l := range f.leases.Leases() {
 		if l.Live(now) {
 			in.Owners[l.Shard] = l.Holder
+			held[l.Holder]++
 		}
 	}
+	// A holder that does not heartbeat but whose liveness record lives
+	// keeps its shards and gets no more: it cannot hear orders, and
+	// nobody else may have its shards.
+	for _, id := range slices.Sorted(maps.Keys(held)) {
+		if _, beating := f.nodes[id]; !beating {
+			if _, live := f.live[id]; live && f.journal {
+				in.Nodes = append(in.Nodes, lease.Node{ID: id, Capacity: held[id]})
+			}
+		}
+	}
+	slices.SortFunc(in.Nodes, func(a, b lease.Node) int { return strings.Compare(a.ID, b.ID) })
 	return lease.Assign(in)
 }
 
 // expire drops the nodes silent for the TTL and the expired leases, and
-// returns the leases it dropped.
+// returns the leases it dropped. With a journal, leases last until
+// released and only a node's liveness record ending them (nodeGone)
+// frees them.
 func (f *fleet) expire(now time.Time) []lease.Lease {
 	for id, n := range f.nodes {
 		if now.Sub(n.lastSeen) >= f.ttl {
 			delete(f.nodes, id)
 		}
+	}
+	if f.journal {
+		return nil
 	}
 	expired := f.leases.Expire(now)
 	if f.next != nil {
@@ -333,8 +374,8 @@ func (f *fleet) setDrain(id string, on bool) error {
 		for n := range f.nodes {
 			ids = append(ids, n)
 		}
-	} else if len(id) > 128 {
-		return fmt.Errorf("%w: node ID: want 1 to 128 characters", ErrBadRequest)
+	} else if !coordapi.ValidNodeID(id) {
+		return fmt.Errorf("%w: node ID %q: want 1 to 128 letters, digits, -, _ and . (not at either end, never two dots)", ErrBadRequest, id)
 	}
 	for _, n := range ids {
 		if on {
@@ -354,11 +395,43 @@ func (f *fleet) leave(id string) []lease.Lease {
 	delete(f.nodes, id)
 	delete(f.drained, id)
 	f.dirty = true
-	released := f.leases.ReleaseHolder(id)
+	released := f.releaseHolder(id)
 	if f.next != nil {
-		released = append(released, f.next.leases.ReleaseHolder(id)...)
+		released = append(released, f.next.releaseHolder(id)...)
 	}
 	return released
+}
+
+// nodeLive records that node id's liveness record exists with epoch
+// (journal only). A new epoch means the node lost its record and made a
+// new one, after stopping everything it ran: what it held is free.
+func (f *fleet) nodeLive(id string, epoch uint64) []lease.Lease {
+	old, seen := f.live[id]
+	f.live[id] = epoch
+	if f.next != nil {
+		f.next.live = f.live
+	}
+	if seen && old != epoch {
+		return f.dropHolder(id)
+	}
+	return nil
+}
+
+// nodeGone records that node id's liveness record expired or was deleted:
+// it has stopped acting for its shards, which are free.
+func (f *fleet) nodeGone(id string) []lease.Lease {
+	delete(f.live, id)
+	delete(f.nodes, id)
+	return f.dropHolder(id)
+}
+
+func (f *fleet) dropHolder(id string) []lease.Lease {
+	f.dirty = true
+	gone := f.releaseHolder(id)
+	if f.next != nil {
+		gone = append(gone, f.next.releaseHolder(id)...)
+	}
+	return gone
 }
 
 func (f *fleet) status(now time.Time) ([]coordapi.NodeInfo, []coordapi.ShardLease) {

@@ -198,6 +198,10 @@ func (c *Coordinator) glanceHealth(w http.ResponseWriter, r *http.Request) error
 }
 
 func (c *Coordinator) glanceList(w http.ResponseWriter, r *http.Request) error {
+	if v, _, ok := c.followerView(); ok {
+		writeJSON(w, http.StatusOK, v.Status.Glance)
+		return nil
+	}
 	c.mu.Lock()
 	list := c.glance.list()
 	c.mu.Unlock()

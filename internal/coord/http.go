@@ -24,16 +24,23 @@ type route struct {
 	// bigBody lifts the body limit to MaxReportBytes (node heartbeats,
 	// which carry a report per shard).
 	bigBody bool
+	// read marks a route any replica answers, from the leader's view when
+	// it does not lead; every other route is a write, which a follower
+	// forwards to the leader.
+	read bool
+	// noAnswer: the route's clients take any answer as permission
+	// (twilight's gateway-queue), so a refusal closes the connection.
+	noAnswer bool
 }
 
 func (c *Coordinator) routes() []route {
 	return []route{
-		{method: "GET", pattern: "/openapi.json", h: c.openAPI},
-		{method: "GET", pattern: "/healthz", h: c.healthz},
-		{method: "GET", pattern: "/v1/status", role: RoleStatus, h: c.status},
-		{method: "GET", pattern: "/v1/guilds/{guild}", role: RoleStatus, h: c.guildLookup},
-		{method: "GET", pattern: "/v1/identify", role: RoleStatus, h: c.identifyState},
-		{method: "GET", pattern: "/v1/planner", role: RoleStatus, h: c.plannerState},
+		{method: "GET", pattern: "/openapi.json", h: c.openAPI, read: true},
+		{method: "GET", pattern: "/healthz", h: c.healthz, read: true},
+		{method: "GET", pattern: "/v1/status", role: RoleStatus, h: c.status, read: true},
+		{method: "GET", pattern: "/v1/guilds/{guild}", role: RoleStatus, h: c.guildLookup, read: true},
+		{method: "GET", pattern: "/v1/identify", role: RoleStatus, h: c.identifyState, read: true},
+		{method: "GET", pattern: "/v1/planner", role: RoleStatus, h: c.plannerState, read: true},
 		{method: "POST", pattern: "/v1/identify/{shard}", role: RoleWorker, h: c.identifyWait},
 		{method: "POST", pattern: "/v1/identify/{shard}/ready", role: RoleWorker, h: c.identifyReady},
 		{method: "POST", pattern: "/v1/nodes/{node}/heartbeat", role: RoleNode, h: c.nodeHeartbeat, bigBody: true},
@@ -41,21 +48,21 @@ func (c *Coordinator) routes() []route {
 		{method: "GET", pattern: "/v1/nodes/{node}/push", role: RoleNode, h: c.pushChannel},
 		{method: "POST", pattern: "/v1/commands", role: RoleAdmin, h: c.postCommand},
 		{method: "POST", pattern: "/v1/reshard", role: RoleAdmin, h: c.reshardPost},
-		{method: "GET", pattern: "/v1/reshard", role: RoleAdmin, h: c.reshardGet},
+		{method: "GET", pattern: "/v1/reshard", role: RoleAdmin, h: c.reshardGet, read: true},
 		{method: "DELETE", pattern: "/v1/reshard", role: RoleAdmin, h: c.reshardDelete},
-		{method: "GET", pattern: "/v1/nodes", role: RoleStatus, h: c.nodeList},
-		{method: "GET", pattern: "/v1/leases", role: RoleStatus, h: c.leaseList},
-		{method: "GET", pattern: "/v1/shards", role: RoleStatus, h: c.shardList},
-		{method: "GET", pattern: "/v1/shards/{shard}", role: RoleStatus, h: c.shardGet},
+		{method: "GET", pattern: "/v1/nodes", role: RoleStatus, h: c.nodeList, read: true},
+		{method: "GET", pattern: "/v1/leases", role: RoleStatus, h: c.leaseList, read: true},
+		{method: "GET", pattern: "/v1/shards", role: RoleStatus, h: c.shardList, read: true},
+		{method: "GET", pattern: "/v1/shards/{shard}", role: RoleStatus, h: c.shardGet, read: true},
 		// twilight gateway-queue: any method.
-		{method: "", pattern: "/queue", h: c.twilightQueue},
+		{method: "", pattern: "/queue", h: c.twilightQueue, noAnswer: true},
 		// Shardman: its own secret check and statuses.
 		{method: "GET", pattern: "/connect", h: c.shardmanConnect},
 		{method: "POST", pattern: "/beat", h: c.shardmanBeat},
 		// glance.
 		{method: "POST", pattern: "/api/status/{cluster}/{id}/{state}", role: RoleWorker, h: c.glanceStatus},
 		{method: "POST", pattern: "/api/health/{cluster}/{id}", role: RoleWorker, h: c.glanceHealth},
-		{method: "GET", pattern: "/api/status", role: RoleStatus, h: c.glanceList},
+		{method: "GET", pattern: "/api/status", role: RoleStatus, h: c.glanceList, read: true},
 	}
 }
 
@@ -68,11 +75,18 @@ func (c *Coordinator) handle(rt route) http.Handler {
 			limit = max(limit, c.cfg.MaxReportBytes)
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		if c.rep != nil {
+			c.trustForwarded(r)
+		}
 		if rt.role != RoleNone {
 			if _, err := c.authorize(r, rt.role); err != nil {
 				writeError(w, err)
 				return
 			}
+		}
+		if !rt.read && !c.Leading() {
+			c.forward(w, r, rt)
+			return
 		}
 		if err := rt.h(w, r); err != nil {
 			if statusOf(err) == http.StatusInternalServerError {
@@ -148,7 +162,7 @@ func (c *Coordinator) identifyWait(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	if err := c.waitIdentify(r.Context(), shard); err != nil {
+	if err := c.waitIdentify(r.Context(), shard, false); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, coordapi.IdentifyGrant{Shard: shard, Bucket: discord.ShardBucket(shard, c.cfg.MaxConcurrency), GrantedAt: time.Now().UTC()})
@@ -156,15 +170,39 @@ func (c *Coordinator) identifyWait(w http.ResponseWriter, r *http.Request) error
 }
 
 // waitIdentify waits for shard's grant and adds the retry time to a
-// refusal for lack of session starts.
-func (c *Coordinator) waitIdentify(ctx context.Context, shard int) error {
-	err := c.gate.Wait(ctx, shard)
+// refusal for lack of session starts. A replica writes the budget it
+// spent before it answers, so that a new leader starts from it; a wait
+// that outlives this replica's leadership ends unanswered (the client
+// asks again, through whichever replica leads by then).
+func (c *Coordinator) waitIdentify(ctx context.Context, shard int, blind bool) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	unhook := context.AfterFunc(c.termContext(), stop)
+	defer unhook()
+	gate := c.gateNow()
+	var err error
+	if blind {
+		err = gate.WaitBlind(ctx, shard)
+	} else {
+		err = gate.Wait(ctx, shard)
+	}
 	if errors.Is(err, identify.ErrBudgetExhausted) {
-		snap := c.gate.Snapshot()
+		snap := gate.Snapshot()
 		return &retryError{err, time.Until(snap.ResetAt)}
 	}
 	if err != nil && ctx.Err() != nil {
+		if c.termContext().Err() != nil {
+			return &retryError{fmt.Errorf("%w: this replica stopped leading", ErrUnavailable), time.Second}
+		}
 		return fmt.Errorf("%w: the client left the queue", context.Canceled)
+	}
+	if err == nil && c.rep != nil {
+		c.rep.writeMu.Lock()
+		err = c.saveBudget(ctx)
+		c.rep.writeMu.Unlock()
+		if err != nil {
+			gate.Identified(shard, time.Now()) // the grant is given up: count the window from now
+		}
 	}
 	return err
 }
@@ -176,7 +214,7 @@ func (c *Coordinator) identifyReady(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	c.gate.Identified(shard, time.Now())
+	c.gateNow().Identified(shard, time.Now())
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -188,7 +226,10 @@ func (c *Coordinator) identifyState(w http.ResponseWriter, r *http.Request) erro
 
 // Queue returns the identify queue and the session-start budget.
 func (c *Coordinator) Queue() coordapi.IdentifyQueue {
-	snap := c.gate.Snapshot()
+	if v, _, ok := c.followerView(); ok {
+		return v.Status.Identify
+	}
+	snap := c.gateNow().Snapshot()
 	q := coordapi.IdentifyQueue{MaxConcurrency: snap.MaxConcurrency, IntervalMS: snap.Interval.Milliseconds(), Remaining: snap.Remaining, Buckets: []coordapi.BucketState{}}
 	if !snap.ResetAt.IsZero() {
 		t := snap.ResetAt.UTC()
@@ -211,11 +252,19 @@ func (c *Coordinator) guildLookup(w http.ResponseWriter, r *http.Request) error 
 	if err != nil || id == 0 {
 		return fmt.Errorf("%w: guild %q is not a snowflake", ErrBadRequest, r.PathValue("guild"))
 	}
-	shard := discord.ShardForGuild(discord.Snowflake(id), c.shardCount())
-	ans := coordapi.GuildAnswer{GuildID: strconv.FormatUint(id, 10), Shard: shard, ShardCount: c.shardCount()}
-	c.mu.Lock()
-	info := c.shardInfoLocked(time.Now(), shard)
-	c.mu.Unlock()
+	count := c.shardCount()
+	if v, _, ok := c.followerView(); ok {
+		count = v.Shards.ShardCount
+	}
+	if count < 1 {
+		return fmt.Errorf("%w: no view from the leader yet", ErrUnavailable)
+	}
+	shard := discord.ShardForGuild(discord.Snowflake(id), count)
+	ans := coordapi.GuildAnswer{GuildID: strconv.FormatUint(id, 10), Shard: shard, ShardCount: count}
+	info, err := c.Shard(shard)
+	if err != nil {
+		return err
+	}
 	ans.Node, ans.State, ans.Guilds = info.Node, info.State, info.Guilds
 	if info.Holder == "shardman" {
 		ans.Worker = "shardman"

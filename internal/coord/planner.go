@@ -11,6 +11,9 @@ import (
 // Planner runs the shard-count planner on the guild counts reported so far
 // (node heartbeats and Shardman beats) and returns its advice.
 func (c *Coordinator) Planner(now time.Time) (coordapi.PlannerState, error) {
+	if v, _, ok := c.followerView(); ok {
+		return v.Planner, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	guilds := c.reportedGuildsLocked(now)

@@ -53,6 +53,17 @@ func (h *pushHub) attach(id string) (*pushConn, func(), error) {
 	}, nil
 }
 
+// closeAll ends every push channel (a replica that stops leading): the
+// nodes connect again, through whichever replica, to the new leader.
+func (h *pushHub) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, pc := range h.conns {
+		delete(h.conns, id)
+		close(pc.out)
+	}
+}
+
 // send queues cmd for target ("*": all) and returns who got it.
 func (h *pushHub) send(target string, cmd coordapi.Command) []string {
 	h.mu.Lock()
@@ -84,8 +95,8 @@ func (h *pushHub) nextID() string {
 // CommandAcks.
 func (c *Coordinator) pushChannel(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("node")
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("%w: node ID: want 1 to 128 characters", ErrBadRequest)
+	if !coordapi.ValidNodeID(id) {
+		return fmt.Errorf("%w: node ID %q: want 1 to 128 letters, digits, -, _ and . (not at either end, never two dots)", ErrBadRequest, id)
 	}
 	// Counted per node, not per address: the caller is authenticated, and
 	// a fleet behind one NAT must not share one allowance.

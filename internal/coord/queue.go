@@ -35,12 +35,13 @@ func (c *Coordinator) twilightQueue(w http.ResponseWriter, r *http.Request) erro
 		shard = 0
 	}
 	for {
-		err := c.gate.Wait(r.Context(), shard)
+		err := c.waitIdentify(r.Context(), shard, true) // its clients report no READY
 		if err == nil {
 			break
 		}
-		if r.Context().Err() != nil {
-			return nil // the client left; its place is given up
+		if r.Context().Err() != nil || errors.Is(err, ErrUnavailable) {
+			abort(w) // the client left, or asks again elsewhere
+			return nil
 		}
 		if !errors.Is(err, identify.ErrBudgetExhausted) {
 			abort(w)
@@ -48,7 +49,7 @@ func (c *Coordinator) twilightQueue(w http.ResponseWriter, r *http.Request) erro
 		}
 		// Hold the request until the budget resets (Discord's figures
 		// arrive with the next refresh), checking every minute.
-		wait := min(time.Until(c.gate.Snapshot().ResetAt), time.Minute)
+		wait := min(time.Until(c.gateNow().Snapshot().ResetAt), time.Minute)
 		if !sleepCtx(r.Context(), max(wait, time.Second)) {
 			return nil
 		}

@@ -3,6 +3,7 @@ package coord
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -14,8 +15,9 @@ import (
 // PlanReshard returns what resharding to `to` shards would take, and what
 // stands in its way: a count that is not a multiple of max_concurrency on
 // large-bot sharding, more than 2,500 guilds a shard, or a session-start
-// budget that cannot cover the new generation plus a reserve.
-func (c *Coordinator) PlanReshard(now time.Time, to int) (coordapi.ReshardPlan, error) {
+// budget that cannot cover the new generation plus the reserve (unless
+// spendReserve: an operator's decision).
+func (c *Coordinator) PlanReshard(now time.Time, to int, spendReserve bool) (coordapi.ReshardPlan, error) {
 	if to < 1 || to > 1_000_000 {
 		return coordapi.ReshardPlan{}, fmt.Errorf("%w: shard count %d: want 1 to 1000000", ErrBadRequest, to)
 	}
@@ -35,7 +37,7 @@ func (c *Coordinator) PlanReshard(now time.Time, to int) (coordapi.ReshardPlan, 
 	p := coordapi.ReshardPlan{
 		From: c.shardCount(), To: to, MaxConcurrency: mc, Identifies: to,
 		Rounds: (to + mc - 1) / mc, ETASeconds: shard.StartTime(to, mc, interval).Seconds(),
-		SessionStartsRemaining: q.Remaining, Reserve: max(mc, to/10), BudgetResetAt: q.ResetAt,
+		SessionStartsRemaining: q.Remaining, Reserve: c.reserve(), BudgetResetAt: q.ResetAt,
 		Problems: []string{},
 	}
 	if total > 0 {
@@ -50,10 +52,17 @@ func (c *Coordinator) PlanReshard(now time.Time, to int) (coordapi.ReshardPlan, 
 	if p.GuildsPerShard > discordMaxGuildsPerShard {
 		p.Problems = append(p.Problems, fmt.Sprintf("%.0f guilds a shard is over Discord's %d: use at least %d shards", p.GuildsPerShard, discordMaxGuildsPerShard, (total+discordMaxGuildsPerShard-1)/discordMaxGuildsPerShard))
 	}
+	keep := p.Reserve
+	if spendReserve {
+		keep = 0
+	}
 	if q.Remaining >= 0 {
-		p.Fits = q.Remaining >= p.Identifies+p.Reserve
+		p.Fits = q.Remaining >= p.Identifies+keep
 		if !p.Fits {
-			msg := fmt.Sprintf("the session-start budget has %d left, the reshard needs %d plus a reserve of %d", q.Remaining, p.Identifies, p.Reserve)
+			msg := fmt.Sprintf("the session-start budget has %d left, the reshard needs %d plus a reserve of %d", q.Remaining, p.Identifies, keep)
+			if keep > 0 && q.Remaining >= p.Identifies {
+				msg += " (an operator may spend the reserve: spend_reserve, gatehouse reshard -spend-reserve)"
+			}
 			if q.ResetAt != nil {
 				msg += fmt.Sprintf(": wait for the reset at %s (in %s)", q.ResetAt.UTC().Format(time.RFC3339), q.ResetAt.Sub(now).Round(time.Minute))
 			}
@@ -69,12 +78,31 @@ func (c *Coordinator) PlanReshard(now time.Time, to int) (coordapi.ReshardPlan, 
 	}
 	if q.Remaining >= 0 {
 		fmt.Fprintf(&b, " Session starts: %d left, %d needed plus a reserve of %d.", q.Remaining, p.Identifies, p.Reserve)
+		if spendReserve {
+			b.WriteString(" The operator lets it spend the reserve.")
+		}
 	}
 	if len(p.Problems) > 0 {
 		fmt.Fprintf(&b, " Cannot run: %s.", strings.Join(p.Problems, "; "))
 	}
 	p.Summary = b.String()
 	return p, nil
+}
+
+// reserve is how many session starts every plan keeps: Config.Reserve, or
+// ReservePercent of the daily total (Discord's figure, else 1000).
+func (c *Coordinator) reserve() int {
+	if c.cfg.Reserve > 0 {
+		return c.cfg.Reserve
+	}
+	if c.cfg.ReservePercent <= 0 {
+		return 0
+	}
+	total := c.gateNow().Budget().Total
+	if total <= 0 {
+		total = 1000
+	}
+	return int(math.Ceil(float64(total) * c.cfg.ReservePercent / 100))
 }
 
 // discordMaxGuildsPerShard is Discord's cap: a session over it is closed
@@ -86,13 +114,23 @@ const discordMaxGuildsPerShard = 2500
 // the plan cannot run, when a reshard is under way, or while Shardman
 // workers hold shards (they run one count and must be restarted with the
 // new one).
-func (c *Coordinator) StartReshard(now time.Time, to int, trigger string) (coordapi.ReshardPlan, error) {
-	plan, err := c.PlanReshard(now, to)
+func (c *Coordinator) StartReshard(now time.Time, to int, trigger string, spendReserve bool) (coordapi.ReshardPlan, error) {
+	plan, err := c.PlanReshard(now, to, spendReserve)
 	if err != nil {
 		return plan, err
 	}
 	if len(plan.Problems) > 0 {
 		return plan, fmt.Errorf("%w: the reshard cannot run: %s", ErrConflict, strings.Join(plan.Problems, "; "))
+	}
+	if c.rep != nil {
+		// Records of the new count from an earlier reshard must not stand
+		// in the way of its grants.
+		c.rep.writeMu.Lock()
+		err := c.rep.book.clear(c.termContext(), to)
+		c.rep.writeMu.Unlock()
+		if err != nil {
+			return plan, fmt.Errorf("%w: clearing old lease records of %d shards: %v", ErrUnavailable, to, err)
+		}
 	}
 	c.mu.Lock()
 	if n := len(c.shardman.byID); n > 0 {
@@ -112,6 +150,9 @@ func (c *Coordinator) StartReshard(now time.Time, to int, trigger string) (coord
 // CurrentReshard returns the reshard under way or the last one, nil when
 // there was none.
 func (c *Coordinator) CurrentReshard() *coordapi.Reshard {
+	if v, _, ok := c.followerView(); ok {
+		return v.Status.Reshard
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fleet.reshard == nil {
@@ -138,6 +179,9 @@ func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
 		if len(c.shardman.byID) == 0 {
 			c.resizeShardmanLocked(r.To)
 		}
+		if c.rep != nil {
+			c.rep.termWG.Go(func() { c.clearGeneration(r.From) })
+		}
 	}
 	emergency := c.fleet.shardingRequired && !running
 	c.fleet.shardingRequired = false
@@ -154,7 +198,7 @@ func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
 	case emergency:
 		to := c.emergencyTarget(now)
 		c.log.Error("Discord closed a shard with 4011 (sharding required): resharding now", "from", c.shardCount(), "to", to)
-		if _, err := c.StartReshard(now, to, "emergency"); err != nil {
+		if _, err := c.StartReshard(now, to, "emergency", false); err != nil {
 			c.log.Error("the emergency reshard cannot start", "to", to, "err", err)
 		}
 	case auto:
@@ -162,7 +206,7 @@ func (c *Coordinator) stepReshard(now time.Time, sweep bool) {
 		if err != nil || !st.Reshard || st.Target == c.shardCount() {
 			return
 		}
-		if _, err := c.StartReshard(now, st.Target, "auto"); err != nil {
+		if _, err := c.StartReshard(now, st.Target, "auto", false); err != nil {
 			c.log.Warn("the planner advises a reshard that cannot start", "to", st.Target, "err", err)
 		}
 	}
@@ -223,17 +267,32 @@ func (c *Coordinator) reshardPost(w http.ResponseWriter, r *http.Request) error 
 		return fmt.Errorf("%w: reshard body: %v", ErrBadRequest, err)
 	}
 	if req.DryRun {
-		plan, err := c.PlanReshard(time.Now(), req.To)
+		plan, err := c.PlanReshard(time.Now(), req.To, req.SpendReserve)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, plan)
 		return nil
 	}
-	plan, err := c.StartReshard(time.Now(), req.To, "manual")
+	plan, err := c.StartReshard(time.Now(), req.To, "manual", req.SpendReserve)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, coordapi.ReshardStarted{Plan: plan, Reshard: c.CurrentReshard()})
 	return nil
+}
+
+// clearGeneration frees the lease records of a generation a reshard
+// replaced, once the nodes have retired it.
+func (c *Coordinator) clearGeneration(count int) {
+	term := c.termContext()
+	if !sleepCtx(term, c.cfg.LeaseTTL) {
+		return
+	}
+	c.rep.writeMu.Lock()
+	err := c.rep.book.clear(term, count)
+	c.rep.writeMu.Unlock()
+	if err != nil && term.Err() == nil {
+		c.log.Warn("clearing the lease records of the replaced generation", "shard_count", count, "err", err)
+	}
 }

@@ -19,11 +19,11 @@ func (f *fleet) startReshard(now time.Time, to int, trigger string, eta time.Dur
 		return fmt.Errorf("%w: a reshard %d → %d is under way (%s)", ErrConflict, f.reshard.From, f.reshard.To, f.reshard.Phase)
 	}
 	// The new generation's tokens start above every token issued so far.
-	nf, err := newFleet(to, f.ttl, f.bucketAligned, f.maxConc, f.leases.NextToken())
+	nf, err := newFleetMode(to, f.ttl, f.bucketAligned, f.maxConc, f.leases.NextToken(), f.journal)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	nf.nodes, nf.drained, nf.mode = f.nodes, f.drained, coordapi.ModeHold
+	nf.nodes, nf.drained, nf.live, nf.mode = f.nodes, f.drained, f.live, coordapi.ModeHold
 	f.next = nf
 	f.reshard = &coordapi.Reshard{From: f.count, To: to, Trigger: trigger, Phase: coordapi.PhaseStarting, Started: now.UTC(), PhaseSince: now.UTC(),
 		ETA: now.Add(eta).UTC(), Note: "the new generation identifies; the old one publishes"}

@@ -11,6 +11,9 @@ import (
 
 // Shards returns every shard's holder and last report.
 func (c *Coordinator) Shards() coordapi.ShardList {
+	if v, _, ok := c.followerView(); ok {
+		return v.Shards
+	}
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -46,6 +49,12 @@ func (c *Coordinator) shardInfoLocked(now time.Time, s int) coordapi.ShardInfo {
 // Shard returns one shard's holder and last report, or ErrBadRequest for a
 // shard out of range.
 func (c *Coordinator) Shard(shard int) (coordapi.ShardInfo, error) {
+	if v, _, ok := c.followerView(); ok {
+		if shard < 0 || shard >= len(v.Shards.Shards) {
+			return coordapi.ShardInfo{}, fmt.Errorf("%w: shard %d is outside 0..%d", ErrBadRequest, shard, len(v.Shards.Shards)-1)
+		}
+		return v.Shards.Shards[shard], nil
+	}
 	if shard < 0 || shard >= c.shardCount() {
 		return coordapi.ShardInfo{}, fmt.Errorf("%w: shard %d is outside 0..%d", ErrBadRequest, shard, c.shardCount()-1)
 	}

@@ -7,9 +7,16 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 )
 
-// Status returns the coordinator's state.
+// Status returns the coordinator's state: a follower's is the leader's
+// last view.
 func (c *Coordinator) Status() coordapi.Status {
-	st := coordapi.Status{ShardCount: c.shardCount(), MaxConcurrency: c.cfg.MaxConcurrency, Identify: c.Queue()}
+	me := c.Replica()
+	if v, age, ok := c.followerView(); ok {
+		st := v.Status
+		st.Replica, st.Leader, st.ViewAge = &me, c.leader(), age.Milliseconds()
+		return st
+	}
+	st := coordapi.Status{ShardCount: c.shardCount(), MaxConcurrency: c.cfg.MaxConcurrency, Identify: c.Queue(), Replica: &me, Leader: c.leader()}
 	c.mu.Lock()
 	st.Nodes, st.Leases = c.fleet.status(time.Now())
 	st.Shardman = c.shardman.list()

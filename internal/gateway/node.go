@@ -304,6 +304,7 @@ type Node struct {
 	maxBody  int
 	gate     IdentifyGate
 	bot      discord.GatewayBot
+	botAt    time.Time // when bot was read
 
 	runCtx   context.Context
 	pubCtx   context.Context
@@ -359,6 +360,17 @@ func (n *Node) Started() <-chan struct{} { return n.started }
 // GatewayBot returns what /gateway/bot said at start.
 func (n *Node) GatewayBot() discord.GatewayBot { return n.bot }
 
+// SessionStartLimit is the session-start budget /gateway/bot reported at
+// start, and when it was read; ok is false until every shard started.
+func (n *Node) SessionStartLimit() (ssl discord.SessionStartLimit, at time.Time, ok bool) {
+	select {
+	case <-n.started:
+		return n.bot.SessionStartLimit, n.botAt, true
+	default:
+		return ssl, at, false
+	}
+}
+
 func (n *Node) machineConfig(shard, numShards int) MachineConfig {
 	return MachineConfig{
 		Shard: shard, NumShards: numShards, Token: n.cfg.Token, Intents: n.cfg.Intents,
@@ -408,7 +420,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.bot = gb
+	n.bot, n.botAt = gb, time.Now()
 	count := n.cfg.ShardCount
 	if count == 0 {
 		count = gb.Shards

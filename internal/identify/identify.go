@@ -20,23 +20,43 @@ var ErrBudgetExhausted = errors.New("identify: session-start budget exhausted")
 //
 // Discord starts a bucket's window when it accepts an IDENTIFY, which a
 // client cannot see; it sees the READY that follows. So a bucket's next
-// slot is Interval+Margin after the later of the grant and the READY: a
-// delay anywhere on the way (this process sending late, the server reading
-// late) pushes the next slot back instead of making it a violation.
+// slot is Interval+Margin after the later of the grant and the READY, and
+// while a grant's READY (or its failure) is not in, the bucket waits for
+// it, up to ReadyTimeout after the grant: an IDENTIFY that a starved
+// process or a slow network sends late then cannot land less than a
+// window before the next one. Only a grant whose outcome is never
+// reported (its process died) costs the bucket the timeout.
 type Scheduler struct {
 	MaxConcurrency int
 	Interval       time.Duration // default 5s
 	Margin         time.Duration // added to Interval
-	buckets        map[int]*bucketState
-	remaining      int
-	resetAt        time.Time
+	// ReadyTimeout bounds how long a bucket waits for a grant's READY
+	// before its next slot; default 2 × Interval (an IDENTIFY sent within
+	// an Interval of its grant, answered within another).
+	ReadyTimeout time.Duration
+	buckets      map[int]*bucketState
+	budget       Budget
+	hold         time.Time // no grant before (a new leader's wait)
+}
+
+// Budget is Discord's session-start budget (session_start_limit).
+type Budget struct {
+	// Remaining session starts; -1 when not tracked.
+	Remaining int
+	// Total is the daily total (1000 for most bots); 0 when unknown.
+	Total int
+	// ResetAt is when the budget resets; zero when unknown.
+	ResetAt time.Time
 }
 
 type bucketState struct {
-	free    time.Time       // the earliest next grant
-	tickets uint64          // tickets handed out
-	serving uint64          // the ticket allowed to go next
-	gone    map[uint64]bool // tickets given up before their turn
+	free     time.Time       // the earliest next grant
+	awaiting bool            // the last grant's READY is not in
+	awaitTo  time.Time       // …and is waited for until then
+	tickets  uint64          // tickets handed out
+	serving  uint64          // the ticket allowed to go next
+	gone     map[uint64]bool // tickets given up before their turn
+	blind    map[uint64]bool // tickets whose READY will never be reported
 }
 
 // advance moves serving past t and past tickets already given up.
@@ -57,7 +77,8 @@ func NewScheduler(maxConcurrency int, interval, margin time.Duration, remaining 
 	if interval <= 0 {
 		interval = discord.IdentifyIntervalMillis * time.Millisecond
 	}
-	return &Scheduler{MaxConcurrency: maxConcurrency, Interval: interval, Margin: margin, buckets: map[int]*bucketState{}, remaining: remaining, resetAt: resetAt}
+	return &Scheduler{MaxConcurrency: maxConcurrency, Interval: interval, Margin: margin, ReadyTimeout: 2 * interval,
+		buckets: map[int]*bucketState{}, budget: Budget{Remaining: remaining, ResetAt: resetAt}}
 }
 
 func (s *Scheduler) bucket(shard int) *bucketState {
@@ -78,6 +99,20 @@ func (s *Scheduler) Ticket(shard int) uint64 {
 	return t
 }
 
+// BlindTicket queues shard for a client that never reports its READY
+// (twilight's gateway-queue): its grant spaces the bucket by the interval
+// alone.
+func (s *Scheduler) BlindTicket(shard int) uint64 { return s.tagBlind(shard, s.Ticket(shard)) }
+
+func (s *Scheduler) tagBlind(shard int, t uint64) uint64 {
+	b := s.bucket(shard)
+	if b.blind == nil {
+		b.blind = map[uint64]bool{}
+	}
+	b.blind[t] = true
+	return t
+}
+
 // Grant asks whether ticket t of shard may identify at now. ok means yes
 // (the slot and a session start are taken); otherwise retry at retryAt, or,
 // when retryAt is zero, when another ticket of the bucket moves (a call to
@@ -88,31 +123,47 @@ func (s *Scheduler) Grant(now time.Time, shard int, t uint64) (ok bool, retryAt 
 	if b.serving != t {
 		return false, time.Time{}, nil
 	}
-	if now.Before(b.free) {
-		return false, b.free, nil
+	next := b.free
+	if b.awaiting {
+		next = maxTime(next, b.awaitTo)
 	}
-	if s.remaining >= 0 {
-		if !s.resetAt.IsZero() && !now.Before(s.resetAt) {
+	next = maxTime(next, s.hold)
+	if now.Before(next) {
+		return false, next, nil
+	}
+	if bd := &s.budget; bd.Remaining >= 0 {
+		if !bd.ResetAt.IsZero() && !now.Before(bd.ResetAt) {
 			// The window has reset by now; Discord gives the budget back, which
 			// we learn from /gateway/bot. Keep counting down until told.
-			s.resetAt = time.Time{}
+			bd.ResetAt = time.Time{}
 		}
-		if s.remaining == 0 {
+		if bd.Remaining == 0 {
+			delete(b.blind, t)
 			b.advance()
 			return false, time.Time{}, fmt.Errorf("%w: resets at %s (in %s)", ErrBudgetExhausted,
-				s.resetAt.UTC().Format(time.RFC3339), s.resetAt.Sub(now).Round(time.Second))
+				bd.ResetAt.UTC().Format(time.RFC3339), bd.ResetAt.Sub(now).Round(time.Second))
 		}
-		s.remaining--
+		bd.Remaining--
 	}
 	b.advance()
 	b.free = now.Add(s.Interval + s.Margin)
+	b.awaiting, b.awaitTo = !b.blind[t], now.Add(s.ReadyTimeout)
+	delete(b.blind, t)
 	return true, time.Time{}, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Cancel gives up ticket t of shard (its waiter left). Tickets behind it
 // move up.
 func (s *Scheduler) Cancel(shard int, t uint64) {
 	b := s.bucket(shard)
+	delete(b.blind, t)
 	switch {
 	case b.serving == t:
 		b.advance()
@@ -124,27 +175,54 @@ func (s *Scheduler) Cancel(shard int, t uint64) {
 	}
 }
 
-// Identified moves the bucket's next slot to Interval+Margin after at, when
-// that is later than the slot the grant set.
+// Identified reports the READY (or the failure) of shard's last grant at
+// at: the bucket's next slot is Interval+Margin after it, when that is
+// later than the slot the grant set, and the bucket no longer waits.
 func (s *Scheduler) Identified(shard int, at time.Time) {
 	b := s.bucket(shard)
+	b.awaiting = false
 	if next := at.Add(s.Interval + s.Margin); next.After(b.free) {
 		b.free = next
 	}
 }
 
+// HoldUntil grants nothing before t: a coordinator that takes over from
+// another holds every bucket long enough that no grant of the old one can
+// land less than a window before its own first.
+func (s *Scheduler) HoldUntil(t time.Time) { s.hold = maxTime(s.hold, t) }
+
 // SetBudget replaces the session-start budget with what Discord reported
-// (GET /gateway/bot): remaining starts that reset at resetAt. remaining < 0
-// turns budget tracking off.
-func (s *Scheduler) SetBudget(remaining int, resetAt time.Time) {
-	s.remaining, s.resetAt = remaining, resetAt
+// (GET /gateway/bot). Remaining < 0 turns budget tracking off.
+func (s *Scheduler) SetBudget(b Budget) { s.budget = b }
+
+// ObserveBudget merges a budget someone else read from Discord (a gateway
+// node's /gateway/bot) into the tracked one: a later window (its reset a
+// minute or more after ours, or ours unknown) replaces ours; within the
+// same window only a lower count is taken, since starts only ever go down
+// until the reset.
+func (s *Scheduler) ObserveBudget(b Budget) {
+	cur := &s.budget
+	switch {
+	case b.Remaining < 0:
+	case cur.Remaining < 0, cur.ResetAt.IsZero() && !b.ResetAt.IsZero(), b.ResetAt.Sub(cur.ResetAt) >= time.Minute:
+		*cur = b
+	default:
+		cur.Remaining = min(cur.Remaining, b.Remaining)
+		if b.Total > 0 {
+			cur.Total = b.Total
+		}
+	}
 }
+
+// Budget returns the tracked session-start budget.
+func (s *Scheduler) Budget() Budget { return s.budget }
 
 // Snapshot is the scheduler's state for status pages.
 type Snapshot struct {
 	MaxConcurrency int
 	Interval       time.Duration // between grants in one bucket, margin included
 	Remaining      int           // session starts left; -1 when not tracked
+	Total          int           // the daily total; 0 when unknown
 	ResetAt        time.Time     // when the budget resets; zero when unknown
 	Buckets        []BucketSnapshot
 }
@@ -159,13 +237,17 @@ type BucketSnapshot struct {
 // Snapshot returns the state of every bucket that has seen a ticket, in
 // bucket order.
 func (s *Scheduler) Snapshot() Snapshot {
-	snap := Snapshot{MaxConcurrency: s.MaxConcurrency, Interval: s.Interval + s.Margin, Remaining: s.remaining, ResetAt: s.resetAt}
+	snap := Snapshot{MaxConcurrency: s.MaxConcurrency, Interval: s.Interval + s.Margin, Remaining: s.budget.Remaining, Total: s.budget.Total, ResetAt: s.budget.ResetAt}
 	for b := range s.MaxConcurrency {
 		st := s.buckets[b]
 		if st == nil {
 			continue
 		}
-		snap.Buckets = append(snap.Buckets, BucketSnapshot{Bucket: b, Waiting: int(st.tickets-st.serving) - len(st.gone), NextFree: st.free})
+		free := st.free
+		if st.awaiting {
+			free = maxTime(free, st.awaitTo)
+		}
+		snap.Buckets = append(snap.Buckets, BucketSnapshot{Bucket: b, Waiting: int(st.tickets-st.serving) - len(st.gone), NextFree: maxTime(free, s.hold)})
 	}
 	return snap
 }
@@ -192,10 +274,20 @@ func (g *LocalGate) broadcast() {
 
 // Wait blocks until shard may identify now, or ctx ends: shards of a
 // bucket go in arrival order. ErrBudgetExhausted (wrapped, with the reset
-// time) means the shard must not identify.
-func (g *LocalGate) Wait(ctx context.Context, shard int) error {
+// time) means the shard must not identify. The caller reports the
+// outcome with Identified.
+func (g *LocalGate) Wait(ctx context.Context, shard int) error { return g.wait(ctx, shard, false) }
+
+// WaitBlind is Wait for a client that never reports its outcome
+// (twilight's gateway-queue).
+func (g *LocalGate) WaitBlind(ctx context.Context, shard int) error { return g.wait(ctx, shard, true) }
+
+func (g *LocalGate) wait(ctx context.Context, shard int, blind bool) error {
 	g.mu.Lock()
 	t := g.sched.Ticket(shard)
+	if blind {
+		t = g.sched.tagBlind(shard, t)
+	}
 	for {
 		ok, retry, err := g.sched.Grant(g.now(), shard, t)
 		if ok || err != nil {
@@ -235,11 +327,35 @@ func (g *LocalGate) Identified(shard int, at time.Time) {
 
 // SetBudget replaces the session-start budget (see Scheduler.SetBudget) and
 // wakes waiters.
-func (g *LocalGate) SetBudget(remaining int, resetAt time.Time) {
+func (g *LocalGate) SetBudget(b Budget) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.sched.SetBudget(remaining, resetAt)
+	g.sched.SetBudget(b)
 	g.broadcast()
+}
+
+// ObserveBudget merges a budget read elsewhere (see
+// Scheduler.ObserveBudget) and wakes waiters.
+func (g *LocalGate) ObserveBudget(b Budget) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.sched.ObserveBudget(b)
+	g.broadcast()
+}
+
+// HoldUntil grants nothing before t (see Scheduler.HoldUntil).
+func (g *LocalGate) HoldUntil(t time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.sched.HoldUntil(t)
+	g.broadcast()
+}
+
+// Budget returns the tracked session-start budget.
+func (g *LocalGate) Budget() Budget {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sched.Budget()
 }
 
 // Snapshot returns the scheduler's state.

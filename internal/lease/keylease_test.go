@@ -45,10 +45,10 @@ func TestKeyLeaseTranscript(t *testing.T) {
 		step(fmt.Sprintf("%5d observe %+v -> %s", ms, r, held(ms)))
 	}
 
-	op := next(0)                  // the key is not known to exist: create
-	done(5, 0, op, 10, KeyOK)      // held from the send time
-	next(500)                      // nothing before a third of the TTL
-	op = next(1000)                // renew
+	op := next(0)             // the key is not known to exist: create
+	done(5, 0, op, 10, KeyOK) // held from the send time
+	next(500)                 // nothing before a third of the TTL
+	op = next(1000)           // renew
 	done(1010, 1000, op, 11, KeyOK)
 	step("      held at 1000+2249: " + held(3249) + ", at 1000+2250: " + held(3250))
 	op = next(2000)

@@ -44,6 +44,11 @@ type Config struct {
 	// that may lose its saved state seeds it from a clock (microseconds
 	// since the epoch, say), so tokens stay above those it issued before.
 	FirstToken uint64
+	// UntilReleased makes leases last until released, whatever the time:
+	// when something else decides that a holder is gone (its liveness
+	// record expired in a replicated store), the table is only a record
+	// of who holds what. TTL is then unused.
+	UntilReleased bool
 }
 
 // Lease is one shard's lease.
@@ -55,19 +60,22 @@ type Lease struct {
 	Token uint64
 	// Granted is when the lease was granted; renewing does not change it.
 	Granted time.Time
-	// Expires is when the lease stops being live unless renewed.
+	// Expires is when the lease stops being live unless renewed; zero
+	// when it lasts until released (Config.UntilReleased).
 	Expires time.Time
 }
 
-// Live reports whether l is live at now: now is before l.Expires.
-func (l Lease) Live(now time.Time) bool { return now.Before(l.Expires) }
+// Live reports whether l is live at now: now is before l.Expires, or the
+// lease lasts until released.
+func (l Lease) Live(now time.Time) bool { return l.Expires.IsZero() || now.Before(l.Expires) }
 
 // Table holds at most one lease per shard. It is a pure state machine: no
 // goroutines, no clock, no I/O; it is not safe for concurrent use.
 type Table struct {
-	ttl    time.Duration
-	leases map[int]Lease
-	next   uint64 // the token of the next grant; never zero
+	ttl      time.Duration
+	released bool // leases last until released
+	leases   map[int]Lease
+	next     uint64 // the token of the next grant; never zero
 }
 
 // New returns an empty Table. A negative TTL is an error.
@@ -78,7 +86,49 @@ func New(cfg Config) (*Table, error) {
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
 	}
-	return &Table{ttl: cfg.TTL, leases: map[int]Lease{}, next: max(cfg.FirstToken, 1)}, nil
+	return &Table{ttl: cfg.TTL, released: cfg.UntilReleased, leases: map[int]Lease{}, next: max(cfg.FirstToken, 1)}, nil
+}
+
+// expiry is when a lease granted or renewed at now expires.
+func (t *Table) expiry(now time.Time) time.Time {
+	if t.released {
+		return time.Time{}
+	}
+	return now.Add(t.ttl)
+}
+
+// Reissue gives holder's lease on shard the token a lease authority
+// assigned when it recorded the grant (its revision), and returns the
+// lease. The authority orders its tokens; the table only keeps its next
+// token above every one it holds.
+func (t *Table) Reissue(shard int, holder string, old, token uint64) (Lease, error) {
+	l, err := t.owned(shard, holder, old)
+	if err != nil {
+		return Lease{}, err
+	}
+	if token == 0 || token == math.MaxUint64 {
+		return Lease{}, fmt.Errorf("%w: shard %d: reissued token %d", ErrInvalid, shard, token)
+	}
+	l.Token = token
+	t.leases[shard] = l
+	t.next = max(t.next, token+1)
+	return l, nil
+}
+
+// Put records a lease as a lease authority holds it (a restart reading
+// the authority back): shard held by holder under token. The next token
+// moves above it.
+func (t *Table) Put(now time.Time, shard int, holder string, token uint64) (Lease, error) {
+	if err := checkArgs(shard, holder); err != nil {
+		return Lease{}, err
+	}
+	if token == 0 || token == math.MaxUint64 {
+		return Lease{}, fmt.Errorf("%w: shard %d: token %d", ErrInvalid, shard, token)
+	}
+	l := Lease{Shard: shard, Holder: holder, Token: token, Granted: now, Expires: t.expiry(now)}
+	t.leases[shard] = l
+	t.next = max(t.next, token+1)
+	return l, nil
 }
 
 // TTL returns the lease TTL in effect.
@@ -100,7 +150,7 @@ func (t *Table) Acquire(now time.Time, shard int, holder string) (Lease, error) 
 		if l.Holder != holder {
 			return Lease{}, heldError(now, l)
 		}
-		l.Expires = now.Add(t.ttl)
+		l.Expires = t.expiry(now)
 		t.leases[shard] = l
 		return l, nil
 	}
@@ -138,7 +188,7 @@ func (t *Table) grant(now time.Time, shard int, holder string) (Lease, error) {
 		// The next token would have no successor to move NextToken to.
 		return Lease{}, fmt.Errorf("lease: fencing tokens exhausted granting shard %d", shard)
 	}
-	l := Lease{Shard: shard, Holder: holder, Token: t.next, Granted: now, Expires: now.Add(t.ttl)}
+	l := Lease{Shard: shard, Holder: holder, Token: t.next, Granted: now, Expires: t.expiry(now)}
 	t.next++
 	t.leases[shard] = l
 	return l, nil
@@ -159,7 +209,7 @@ func (t *Table) Renew(now time.Time, shard int, holder string, token uint64) (Le
 	if !l.Live(now) {
 		return Lease{}, fmt.Errorf("%w: shard %d token %d expired at %s", ErrExpired, shard, token, stamp(l.Expires))
 	}
-	l.Expires = now.Add(t.ttl)
+	l.Expires = t.expiry(now)
 	t.leases[shard] = l
 	return l, nil
 }

@@ -489,3 +489,40 @@ func TestTokensExhausted(t *testing.T) {
 		t.Errorf("Renew with no token left = %v, want nil", err)
 	}
 }
+
+// TestUntilReleased: leases that last until released never expire, and
+// tokens an authority assigns (Reissue, Put) keep the table's next token
+// above them.
+func TestUntilReleased(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	tb, err := New(Config{UntilReleased: true, FirstToken: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tb.Acquire(t0, 1, "a")
+	if err != nil || l.Token != 10 || !l.Expires.IsZero() {
+		t.Fatalf("acquire: %+v %v", l, err)
+	}
+	far := t0.Add(100 * 24 * time.Hour)
+	if gone := tb.Expire(far); len(gone) != 0 {
+		t.Errorf("Expire dropped %v", gone)
+	}
+	if err := tb.Check(far, 1, 10); err != nil {
+		t.Errorf("check much later: %v", err)
+	}
+	if _, err := tb.Reissue(1, "a", 10, 0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("reissue with token 0: %v, want ErrInvalid", err)
+	}
+	if _, err := tb.Reissue(1, "b", 10, 50); !errors.Is(err, ErrNotHolder) {
+		t.Errorf("reissue by another holder: %v, want ErrNotHolder", err)
+	}
+	if l, err = tb.Reissue(1, "a", 10, 50); err != nil || l.Token != 50 || tb.NextToken() != 51 {
+		t.Errorf("reissue: %+v %v next %d", l, err, tb.NextToken())
+	}
+	if l, err = tb.Put(t0, 2, "b", 70); err != nil || tb.NextToken() != 71 {
+		t.Errorf("put: %+v %v next %d", l, err, tb.NextToken())
+	}
+	if l, _ := tb.Acquire(t0, 3, "c"); l.Token != 71 {
+		t.Errorf("the next grant after Put got token %d, want 71", l.Token)
+	}
+}

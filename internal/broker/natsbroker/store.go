@@ -252,28 +252,33 @@ func parseSeq(v string) (int64, error) {
 	return n, nil
 }
 
-// coordinatorKey is the session bucket's key for the coordinator's state.
-// Session keys are "<num_shards>.<shard>", so it cannot clash.
+// coordinatorKey is the session bucket's key where coordinators before
+// the control bucket kept their state. Session keys are
+// "<num_shards>.<shard>", so it cannot clash.
 const coordinatorKey = "coordinator"
 
-// SaveCoordinator stores the coordinator's state (opaque to the broker) in
-// the session bucket.
-func (b *Broker) SaveCoordinator(ctx context.Context, state []byte) error {
-	return b.SaveBlob(ctx, coordinatorKey, state)
-}
-
-// LoadCoordinator returns the coordinator's saved state, or nil when none
-// was saved.
+// LoadCoordinator returns the state an older coordinator saved in the
+// session bucket, or nil when there is none: a coordinator reads it once,
+// when the control bucket has no state yet.
 func (b *Broker) LoadCoordinator(ctx context.Context) ([]byte, error) {
-	return b.LoadBlob(ctx, coordinatorKey)
+	if b.isClosed() {
+		return nil, broker.ErrClosed
+	}
+	ent, err := b.kv.Get(ctx, coordinatorKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: load %s: %w", coordinatorKey, err)
+	}
+	return ent.Value(), nil
 }
 
-// ErrBadKey means a blob name could clash with session keys or is not a
-// valid bucket key.
+// ErrBadKey means a blob name is not a valid key of its own.
 var ErrBadKey = errors.New("natsbroker: bad key")
 
 // checkBlobKey allows names that start with a letter and hold letters,
-// digits, '-' and '_' only: session keys start with a digit.
+// digits, '-' and '_' only: lease records and liveness keys have dots.
 func checkBlobKey(key string) error {
 	if key == "" || len(key) > 64 || !(key[0] >= 'a' && key[0] <= 'z' || key[0] >= 'A' && key[0] <= 'Z') {
 		return fmt.Errorf("%w: %q", ErrBadKey, key)
@@ -286,8 +291,8 @@ func checkBlobKey(key string) error {
 	return nil
 }
 
-// SaveBlob stores data, opaque to the broker, under key in the session
-// bucket (the coordinator's state, the dashboard's history).
+// SaveBlob stores data, opaque to the broker, under key in the control
+// bucket (the dashboard's history), overwriting what was there.
 func (b *Broker) SaveBlob(ctx context.Context, key string, data []byte) error {
 	if err := checkBlobKey(key); err != nil {
 		return err
@@ -295,7 +300,7 @@ func (b *Broker) SaveBlob(ctx context.Context, key string, data []byte) error {
 	if b.isClosed() {
 		return broker.ErrClosed
 	}
-	if _, err := b.kv.Put(ctx, key, data); err != nil {
+	if _, err := b.ctl.kv.Put(ctx, key, data); err != nil {
 		return fmt.Errorf("natsbroker: save %s: %w", key, err)
 	}
 	return nil
@@ -309,14 +314,11 @@ func (b *Broker) LoadBlob(ctx context.Context, key string) ([]byte, error) {
 	if b.isClosed() {
 		return nil, broker.ErrClosed
 	}
-	ent, err := b.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+	val, _, err := b.ctl.Get(ctx, key)
+	if errors.Is(err, broker.ErrNotFound) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("natsbroker: load %s: %w", key, err)
-	}
-	return ent.Value(), nil
+	return val, err
 }
 
 // Consumers lists the event stream's consumers with their lag, by name.

@@ -1,6 +1,9 @@
 package coordapi
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // HeldShard is a shard a node runs, with the token of its lease.
 type HeldShard struct {
@@ -17,6 +20,21 @@ type NodeBeat struct {
 	GenBeat
 	// Next is the node's part in a reshard's new generation.
 	Next *GenBeat `json:"next,omitempty"`
+	// Epoch is the epoch of the node's liveness record, when it keeps
+	// one (see NodeOrders.Liveness).
+	Epoch uint64 `json:"epoch,omitempty"`
+	// Budget is the session-start budget the node last read from
+	// Discord, for a coordinator that has no bot token to read it itself.
+	Budget *SessionBudget `json:"budget,omitempty"`
+}
+
+// SessionBudget is Discord's session_start_limit as a node read it,
+// AgeMS milliseconds before the heartbeat (so no clocks are compared).
+type SessionBudget struct {
+	Total        int   `json:"total"`
+	Remaining    int   `json:"remaining"`
+	ResetAfterMS int64 `json:"reset_after_ms"`
+	AgeMS        int64 `json:"age_ms"`
 }
 
 // GenBeat is what a heartbeat says about the shards of one count.
@@ -81,7 +99,24 @@ type NodeOrders struct {
 	// current count differs from ShardCount retires its shards of other
 	// counts (after a reshard switched, or one it missed).
 	Next *GenOrders `json:"next,omitempty"`
+	// Liveness is LivenessKV when the node's leases last as long as its
+	// liveness record in the control plane's KV (a replicated
+	// coordinator): the node then keeps its shards through any outage of
+	// the coordinators and stops them only when it cannot renew that
+	// record. Empty: the leases last LeaseTTLMS past each answered
+	// heartbeat.
+	Liveness string `json:"liveness,omitempty"`
 }
+
+// LivenessKV is NodeOrders.Liveness for leases held by a liveness record.
+const LivenessKV = "kv"
+
+// LivenessKey is the key of node id's liveness record in the live
+// bucket; the leader's is LeaderKey.
+func LivenessKey(id string) string { return "node." + id }
+
+// LeaderKey is the live bucket's key of the coordinators' leadership.
+const LeaderKey = "leader"
 
 // GenOrders are the orders for the shards of one count.
 type GenOrders struct {
@@ -106,3 +141,18 @@ const (
 	ModeDedup    = "dedup"    // one message per event under a content ID
 	ModeHandover = "handover" // dedup, and stop each new shard's events once it took over
 )
+
+// ValidNodeID reports whether id can name a node: 1 to 128 letters,
+// digits, '-', '_' and '.', not starting or ending with '.' nor holding
+// "..", since it is a key of the control plane's KV.
+func ValidNodeID(id string) bool {
+	if id == "" || len(id) > 128 || id[0] == '.' || id[len(id)-1] == '.' || strings.Contains(id, "..") {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -17,6 +17,12 @@ type Status struct {
 	// Reshard is the reshard under way or the last one; nil when there
 	// was none.
 	Reshard *Reshard `json:"reshard"`
+	// Replica is the replica that answered; Leader the one that leads
+	// (absent while none does). ViewAge is how old the leader's view a
+	// follower answered from is, in milliseconds.
+	Replica *ReplicaInfo `json:"replica,omitempty"`
+	Leader  *ReplicaInfo `json:"leader,omitempty"`
+	ViewAge int64        `json:"view_age_ms,omitempty"`
 }
 
 // NodeInfo is a node as the status API shows it.

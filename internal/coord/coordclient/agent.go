@@ -1,6 +1,7 @@
 package coordclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,11 +9,11 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
+	"github.com/gatehouse-dev/gatehouse/internal/lease/kvlease"
 )
 
 // ShardRunner is the node an Agent drives: a gateway node starts and stops
@@ -59,6 +60,26 @@ type AgentConfig struct {
 	// the node and every shard it ran has been handed off and reported
 	// released: the end of a rolling update's step for this node.
 	ExitWhenDrained bool
+	// Liveness, when set, is the control plane's live bucket
+	// (natsbroker.KV): the agent keeps the node's liveness record there
+	// while it runs, and when a replicated coordinator says so
+	// (NodeOrders.Liveness) the node holds its leases as long as it can
+	// renew that record, however long the coordinators are away. Without
+	// it the leases last a fraction of the TTL past each answered
+	// heartbeat.
+	Liveness LivenessStore
+	// Budget, when set, is called before each heartbeat: the
+	// session-start budget the node last read from Discord, for a
+	// coordinator without a bot token.
+	Budget func() *coordapi.SessionBudget
+}
+
+// LivenessStore is the live bucket the agent keeps the node's liveness
+// record in (natsbroker.KV).
+type LivenessStore interface {
+	kvlease.Store
+	// TTL is how long a record lives after its last write.
+	TTL(ctx context.Context) (time.Duration, error)
 }
 
 // generation is the agent's record of the shards of one count.
@@ -95,10 +116,12 @@ type Agent struct {
 
 	mu       sync.Mutex
 	capacity int
-	draining bool        // an operator drained this node
-	cur      *generation // the coordinator's current count (count 0 until the first answer)
-	next     *generation // a reshard's new generation, or nil
-	valid    time.Time   // the leases are ours until then (see Lease)
+	draining bool            // an operator drained this node
+	cur      *generation     // the coordinator's current count (count 0 until the first answer)
+	next     *generation     // a reshard's new generation, or nil
+	valid    time.Time       // the leases are ours until then (see Lease)
+	kvLeases bool            // the leases last as long as the liveness record
+	keeper   *kvlease.Keeper // the liveness record, with Config.Liveness
 	ran      bool
 	runCtx   context.Context // Run's context, for stops Lost starts
 	wg       sync.WaitGroup
@@ -107,8 +130,8 @@ type Agent struct {
 
 // NewAgent returns the agent of node cfg.NodeID; Run starts it.
 func (c *Client) NewAgent(cfg AgentConfig) (*Agent, error) {
-	if cfg.NodeID == "" || len(cfg.NodeID) > 128 {
-		return nil, fmt.Errorf("%w: NodeID: want 1 to 128 characters", ErrRefused)
+	if !coordapi.ValidNodeID(cfg.NodeID) {
+		return nil, fmt.Errorf("%w: node ID %q: want 1 to 128 letters, digits, -, _ and . (not at either end, never two dots)", ErrRefused, cfg.NodeID)
 	}
 	if cfg.FirstInterval <= 0 {
 		cfg.FirstInterval = time.Second
@@ -146,21 +169,38 @@ func (a *Agent) ShardCount() int {
 }
 
 // Lease returns the fencing token of shard of numShards and whether this
-// node may still act as its owner: the shard is leased here and the
-// coordinator heard from the node less than three quarters of the lease
-// TTL ago, counted from when the last answered heartbeat was sent. The
-// coordinator expires a lease a whole TTL after it received the heartbeat,
-// so the quarter left covers batches still in flight and clocks that run
-// at slightly different rates.
+// node may still act as its owner. The shard must be leased here, and:
+//
+//   - with a replicated coordinator (NodeOrders.Liveness), the node's
+//     liveness record must be held: renewed less than three quarters of
+//     its TTL ago, counted from when the renewal was sent. The store
+//     expires it a whole TTL after the write, and only then may the
+//     coordinator lease the shard to another node;
+//   - otherwise the coordinator must have heard from the node less than
+//     three quarters of the lease TTL ago, counted from when the last
+//     answered heartbeat was sent; the coordinator expires the lease a
+//     whole TTL after it received the heartbeat.
+//
+// Either way the quarter left covers batches still in flight and clocks
+// that run at slightly different rates; no clocks are compared.
 func (a *Agent) Lease(numShards, shard int) (uint64, bool) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	g := a.gen(numShards)
 	if g == nil {
+		a.mu.Unlock()
 		return 0, false
 	}
 	tok, ok := g.tokens[shard]
-	return tok, ok && time.Now().Before(a.valid)
+	kv, valid := a.kvLeases, a.valid
+	a.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	if kv {
+		_, held := a.keeper.Held()
+		return tok, held
+	}
+	return tok, time.Now().Before(valid)
 }
 
 // Lost is the node saying it stopped shard because its lease ran out (a
@@ -198,6 +238,11 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 	a.mu.Unlock()
 	defer a.wg.Wait()
 	defer stop()
+	if a.cfg.Liveness != nil {
+		if err := a.startLiveness(ctx); err != nil {
+			return err
+		}
+	}
 	a.wg.Go(func() { a.pushLoop(ctx) })
 	interval, ttl := a.cfg.FirstInterval, time.Duration(0)
 	lastOK := time.Now()
@@ -216,6 +261,7 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 			}
 			a.mu.Lock()
 			a.valid = sent.Add(3 * ttl / 4)
+			a.kvLeases = o.Liveness == coordapi.LivenessKV && a.keeper != nil
 			drained := a.draining || o.Drained
 			empty := a.cur.empty() && a.next.empty()
 			a.mu.Unlock()
@@ -229,6 +275,16 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 		case errors.Is(err, ErrRefused):
 			return err // a bad token or node ID: retrying cannot help
 		default:
+			a.mu.Lock()
+			kv := a.kvLeases
+			a.mu.Unlock()
+			if kv {
+				// The leases hang on the liveness record, not on the
+				// coordinators: keep running, keep asking.
+				a.c.log.Warn("coordinator heartbeat failed; the node keeps its shards while its liveness record lives", "err", err, "since_last_ok", now.Sub(lastOK).Round(time.Millisecond))
+				wait = max(interval/3, 100*time.Millisecond)
+				break
+			}
 			a.c.log.Warn("coordinator heartbeat failed", "err", err, "since_last_ok", now.Sub(lastOK).Round(time.Millisecond))
 			if ttl > 0 && now.Sub(lastOK) >= ttl/2 {
 				a.fence(ctx)
@@ -241,6 +297,76 @@ func (a *Agent) Run(ctx context.Context, node ShardRunner) error {
 		case <-a.nudged():
 		case <-time.After(wait):
 		}
+	}
+}
+
+// startLiveness starts keeping the node's liveness record, and stopping
+// every shard when it is lost while the leases hang on it.
+func (a *Agent) startLiveness(ctx context.Context) error {
+	var ttl time.Duration
+	backoff := a.c.cfg.RetryMin
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		ttl, err = a.cfg.Liveness.TTL(tctx)
+		cancel()
+		if err == nil && ttl > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.c.log.Warn("reading the liveness bucket's TTL; retrying", "err", err)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = min(2*backoff, a.c.cfg.RetryMax)
+	}
+	k, err := kvlease.New(kvlease.Config{Store: a.cfg.Liveness, Key: coordapi.LivenessKey(a.cfg.NodeID), Owner: a.cfg.NodeID, TTL: ttl,
+		Logger: a.c.log.With("part", "liveness")})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	a.mu.Lock()
+	a.keeper = k
+	a.mu.Unlock()
+	// The record is given up when Run's context ends, so a node runs its
+	// agent with a context that ends after it stopped its shards and
+	// saved their sessions, which it does under the leases.
+	a.wg.Go(func() { k.Run(ctx) })
+	a.wg.Go(func() { a.watchLiveness(ctx, k) })
+	return nil
+}
+
+// watchLiveness stops every shard when the liveness record is lost while
+// the leases hang on it: another node may be given them once the record
+// is gone from the store.
+func (a *Agent) watchLiveness(ctx context.Context, k *kvlease.Keeper) {
+	for {
+		ch := k.Changed()
+		_, held := k.Held()
+		a.mu.Lock()
+		kv := a.kvLeases
+		a.mu.Unlock()
+		if !held && kv {
+			a.fence(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -277,8 +403,16 @@ func (a *Agent) beat(ctx context.Context, ttl time.Duration) (coordapi.NodeOrder
 	if a.cfg.Report != nil {
 		reports = a.cfg.Report()
 	}
+	var budget *coordapi.SessionBudget
+	if a.cfg.Budget != nil {
+		budget = a.cfg.Budget()
+	}
 	a.mu.Lock()
 	body := coordapi.NodeBeat{Capacity: a.capacity, Draining: a.draining, GenBeat: genBeatLocked(a.cur, reports)}
+	if a.keeper != nil {
+		body.Epoch, _ = a.keeper.Held()
+	}
+	body.Budget = budget
 	if a.next != nil {
 		nb := genBeatLocked(a.next, reports)
 		body.Next = &nb
@@ -462,7 +596,8 @@ func (a *Agent) stop(ctx context.Context, count, shard int, report bool) {
 }
 
 // fence stops every shard: the coordinator has not heard from this node
-// for most of the lease TTL and will give them to others.
+// for most of the lease TTL, or its liveness record is lost, and the
+// shards may be given to others.
 func (a *Agent) fence(ctx context.Context) {
 	type gs struct{ count, shard int }
 	var shards []gs
@@ -481,7 +616,7 @@ func (a *Agent) fence(ctx context.Context) {
 	if len(shards) == 0 {
 		return
 	}
-	a.c.log.Error("coordinator unreachable for half the lease TTL: stopping every shard before its lease expires", "shards", len(shards))
+	a.c.log.Error("the leases may end: stopping every shard before another node can be given it", "shards", len(shards))
 	for _, s := range shards {
 		a.stop(ctx, s.count, s.shard, true)
 	}
@@ -500,7 +635,7 @@ func (c *Client) postJSON(ctx context.Context, path string, body, out any) error
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+path, strings.NewReader(string(b)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://replica"+path, bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}

@@ -20,8 +20,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/coord/coordapi"
 	"github.com/gatehouse-dev/gatehouse/internal/identify"
 )
 
@@ -36,7 +38,10 @@ var ErrDrained = errors.New("coordclient: node drained")
 
 // Config configures a Client.
 type Config struct {
-	// URL is the coordinator's base URL, e.g. http://127.0.0.1:8080.
+	// URL is the coordinator's base URL, e.g. http://127.0.0.1:8080, or
+	// the URLs of several replicas separated by commas: any of them
+	// answers (a follower forwards writes to the leader), and a request
+	// that cannot reach one, or finds no leader there, goes to the next.
 	URL string
 	// Token is a node (or worker) token of the coordinator.
 	Token string
@@ -54,11 +59,12 @@ type Config struct {
 // Client talks to a coordinator. Its Wait and Identified methods make it a
 // gateway identify gate. Close stops its background reporter.
 type Client struct {
-	cfg  Config
-	base *url.URL
-	log  *slog.Logger
+	cfg   Config
+	bases []*url.URL
+	cur   atomic.Int64 // the index of the replica in use
+	log   *slog.Logger
 
-	ready chan int // shards whose READY is to be reported
+	ready chan int        // shards whose READY is to be reported
 	ctx   context.Context // ends with Close
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
@@ -70,9 +76,13 @@ type Client struct {
 
 // New checks cfg and starts the client's reporter goroutine.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("coordclient: URL %q: want http(s)://host:port", cfg.URL)
+	var bases []*url.URL
+	for part := range strings.SplitSeq(cfg.URL, ",") {
+		u, err := url.Parse(strings.TrimRight(strings.TrimSpace(part), "/"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("coordclient: URL %q: want http(s)://host:port, or several separated by commas", part)
+		}
+		bases = append(bases, u)
 	}
 	if cfg.Token == "" {
 		return nil, errors.New("coordclient: a coordinator token is required")
@@ -90,11 +100,21 @@ func New(cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{cfg: cfg, base: u, log: cfg.Logger, ready: make(chan int, 4096), ctx: ctx, stop: cancel}, nil
+	return &Client{cfg: cfg, bases: bases, log: cfg.Logger, ready: make(chan int, 4096), ctx: ctx, stop: cancel}, nil
 }
 
-// URL is the coordinator's base URL.
-func (c *Client) URL() string { return c.base.String() }
+// URL is the base URL of the replica in use.
+func (c *Client) URL() string { return c.base().String() }
+
+// base is the replica in use.
+func (c *Client) base() *url.URL { return c.bases[int(c.cur.Load())%len(c.bases)] }
+
+// failover moves to the next replica after from failed.
+func (c *Client) failover(from int64) {
+	if len(c.bases) > 1 && c.cur.CompareAndSwap(from, from+1) {
+		c.log.Info("coordinator unreachable or without a leader; trying the next replica", "url", c.base().String())
+	}
+}
 
 // Close stops the READY reporter (started by the first Identified) and
 // waits for it. READY reports not yet sent are dropped: they only move a
@@ -168,46 +188,71 @@ func (c *Client) report(ctx context.Context) {
 // post sends a POST without a body and decodes a JSON answer into out
 // (when not nil).
 func (c *Client) post(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://replica"+path, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	return c.do(req, out)
 }
 
-// do sends req with the token. Transient failures (network, 5xx, 429
-// other than the budget) come back as plain errors; definitive ones wrap
-// ErrRefused or identify.ErrBudgetExhausted.
+// do sends req with the token to the replica in use; when that replica
+// cannot be reached or has no leader it tries the next, each once.
+// Transient failures (network, 5xx, 429 other than the budget) come back
+// as plain errors; definitive ones wrap ErrRefused or
+// identify.ErrBudgetExhausted.
 func (c *Client) do(req *http.Request, out any) error {
 	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	var err error
+	for range len(c.bases) {
+		cur := c.cur.Load()
+		u := c.bases[int(cur)%len(c.bases)]
+		r := req.Clone(req.Context())
+		r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, u.Host
+		r.URL.Path = u.Path + req.URL.Path
+		if req.GetBody != nil {
+			if r.Body, err = req.GetBody(); err != nil {
+				return err
+			}
+		}
+		var again bool
+		again, err = c.once(r, out)
+		if !again || req.Context().Err() != nil {
+			return err
+		}
+		c.failover(cur)
+	}
+	return err
+}
+
+// once sends one request; again says another replica may do better.
+func (c *Client) once(req *http.Request, out any) (again bool, err error) {
 	resp, err := c.cfg.HTTP.Do(req)
 	if err != nil {
-		return err
+		return true, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20)) // GET /v1/shards of a large fleet is megabytes
 	if err != nil {
-		return err
+		return true, err
 	}
 	if resp.StatusCode/100 == 2 {
 		if out != nil {
-			return json.Unmarshal(body, out)
+			return false, json.Unmarshal(body, out)
 		}
-		return nil
+		return false, nil
 	}
-	var e struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
-	}
+	var e coordapi.ErrorBody
 	json.Unmarshal(body, &e)
 	if e.Error == "" {
 		e.Error = strings.TrimSpace(string(body))
 	}
 	switch {
-	case e.Code == "budget_exhausted":
-		return fmt.Errorf("%w (coordinator: %s)", identify.ErrBudgetExhausted, e.Error)
+	case e.Code == coordapi.CodeBudgetExhausted:
+		return false, fmt.Errorf("%w (coordinator: %s)", identify.ErrBudgetExhausted, e.Error)
+	case resp.StatusCode == http.StatusBadGateway, resp.StatusCode == http.StatusServiceUnavailable, resp.StatusCode == http.StatusGatewayTimeout:
+		return true, fmt.Errorf("coordinator: %s: %s", resp.Status, e.Error)
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-		return fmt.Errorf("coordinator: %s: %s", resp.Status, e.Error)
+		return false, fmt.Errorf("coordinator: %s: %s", resp.Status, e.Error)
 	}
-	return fmt.Errorf("%w: %s: %s", ErrRefused, resp.Status, e.Error)
+	return false, fmt.Errorf("%w: %s: %s", ErrRefused, resp.Status, e.Error)
 }

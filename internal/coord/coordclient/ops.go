@@ -65,7 +65,7 @@ func (c *Client) Reshard(ctx context.Context) (*coordapi.Reshard, error) {
 
 // get sends a GET and decodes the JSON answer into out.
 func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://replica"+path, nil)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,8 @@ func (a *Agent) pushLoop(ctx context.Context) {
 
 // pushOnce runs one push-channel connection.
 func (a *Agent) pushOnce(ctx context.Context) error {
-	u := *a.c.base
+	cur := a.c.cur.Load()
+	u := *a.c.bases[int(cur)%len(a.c.bases)]
 	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
 	u.Path += "/v1/nodes/" + url.PathEscape(a.cfg.NodeID) + "/push"
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -52,6 +53,7 @@ func (a *Agent) pushOnce(ctx context.Context) error {
 	})
 	cancel()
 	if err != nil {
+		a.c.failover(cur) // the next attempt tries another replica
 		return err
 	}
 	defer ws.CloseNow()

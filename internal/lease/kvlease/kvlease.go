@@ -160,14 +160,26 @@ func (k *Keeper) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kvlease: watch %s: %w", k.cfg.Key, err)
 	}
+	// A watch lost to a broken connection is made again; meanwhile the
+	// core goes by its deadline and by reads.
+	watch := func() {
+		if ch, err := k.cfg.Store.Watch(wctx, k.cfg.Key); err == nil {
+			events = ch
+		}
+	}
 	defer func() {
 		cancel()
-		for range events { // the watch closes its channel once ctx ends
+		if events != nil {
+			for range events { // the watch closes its channel once ctx ends
+			}
 		}
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		if events == nil {
+			watch()
+		}
 		k.step(ctx)
 		k.mu.Lock()
 		k.settleLocked()
@@ -176,6 +188,9 @@ func (k *Keeper) Run(ctx context.Context) error {
 		if e, ok := k.core.Held(now); ok && e != 0 {
 			// Wake at the holding's deadline too, to signal its end.
 			next = minTime(next, k.deadlineLocked())
+		}
+		if events == nil {
+			next = minTime(next, now.Add(time.Second))
 		}
 		wait := time.Until(next)
 		k.mu.Unlock()
@@ -186,10 +201,8 @@ func (k *Keeper) Run(ctx context.Context) error {
 			return nil
 		case ev, ok := <-events:
 			if !ok {
-				if ctx.Err() != nil {
-					continue
-				}
-				return fmt.Errorf("kvlease: watch %s ended", k.cfg.Key)
+				events = nil
+				continue
 			}
 			k.observe(ev)
 		case <-timer.C:
