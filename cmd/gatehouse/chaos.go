@@ -28,6 +28,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rate     = fs.Float64("rate", 50, "events per second per shard")
 		steady   = fs.Duration("steady", 5*time.Second, "load before each fault and again after recovery")
 		ttl      = fs.Duration("lease-ttl", 5*time.Second, "the coordinator's lease TTL (node failover takes about this long)")
+		outage   = fs.Duration("outage", 60*time.Second, "coordinator-outage: how long every coordinator stays down")
 		logLevel = fs.String("log-level", "info", "progress log level: debug, info, warn, error")
 	)
 	if err := parseFlags(fs, args); err != nil {
@@ -41,7 +42,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("chaos: finding this binary: %w", err)
 	}
-	cfg := chaos.Config{Exe: exe, Shards: *shards, MaxConcurrency: *mc, Rate: *rate, Steady: *steady, LeaseTTL: *ttl, Logger: log}
+	cfg := chaos.Config{Exe: exe, Shards: *shards, MaxConcurrency: *mc, Rate: *rate, Steady: *steady, LeaseTTL: *ttl, Outage: *outage, Logger: log}
 	for n := range strings.SplitSeq(*names, ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			cfg.Scenarios = append(cfg.Scenarios, n)

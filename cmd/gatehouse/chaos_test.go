@@ -20,7 +20,7 @@ func TestChaos(t *testing.T) {
 		t.Skip("runs five deployments of several processes")
 	}
 	exe := buildExe(t)
-	rs, err := chaos.Run(t.Context(), chaos.Config{Exe: exe, Steady: 2 * time.Second, Dir: t.TempDir()})
+	rs, err := chaos.Run(t.Context(), chaos.Config{Exe: exe, Steady: 2 * time.Second, Outage: 12 * time.Second, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

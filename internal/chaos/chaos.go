@@ -30,6 +30,9 @@ type Config struct {
 	Steady time.Duration
 	// LeaseTTL is the coordinator's lease TTL. Default 5s.
 	LeaseTTL time.Duration
+	// Outage is how long coordinator-outage keeps every coordinator down.
+	// Default 60s.
+	Outage time.Duration
 	// Dir holds the scenarios' JetStream stores. Default: a temporary
 	// directory, removed at the end.
 	Dir string
@@ -55,6 +58,9 @@ func (c *Config) defaults() error {
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 5 * time.Second
+	}
+	if c.Outage == 0 {
+		c.Outage = 60 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -96,8 +102,13 @@ type Result struct {
 	// MaxGap is the longest wait between two new events of one shard at
 	// the consumer, from the fault to the end.
 	MaxGap time.Duration
-	// Identifies are the IDENTIFYs the scenario cost after startup.
+	// Identifies are the IDENTIFYs the scenario cost after startup, and
+	// Violations the IDENTIFYs the simulator refused as too fast.
 	Identifies int64
+	Violations int64
+	// ShardsDown is the most shards of the bot's count without a
+	// connection at once, sampled every 20ms from the fault to the end.
+	ShardsDown int
 	// Recovery is the scenario's time to recover (see each scenario).
 	Recovery time.Duration
 	// Note says what Recovery measures and anything else checked.
@@ -115,16 +126,29 @@ func (r Result) OK() bool { return r.Err == "" && r.Lost == 0 && r.Duplicated ==
 type scenario struct {
 	name string
 	run  func(ctx context.Context, c *cluster) (time.Duration, string, error)
+	opts options
+}
+
+// options shape a scenario's deployment and checks.
+type options struct {
+	// coordinators is how many coordinator replicas run (default 1).
+	coordinators int
+	// steady: the fault must not touch a shard: no shard without a
+	// connection at any sample, no RESUME, no IDENTIFY.
+	steady bool
 }
 
 var scenarios = []scenario{
-	{"consumer-kill", consumerKill},
-	{"node-kill", nodeKill},
-	{"node-drain", nodeDrain},
-	{"coordinator-kill", coordinatorKill},
-	{"silent-shard", silentShard},
-	{"reshard", reshard},
-	{"reshard-coordinator-kill", reshardCoordinatorKill},
+	{name: "consumer-kill", run: consumerKill},
+	{name: "node-kill", run: nodeKill},
+	{name: "node-drain", run: nodeDrain},
+	{name: "coordinator-kill", run: coordinatorKill, opts: options{steady: true}},
+	{name: "silent-shard", run: silentShard},
+	{name: "reshard", run: reshard},
+	{name: "reshard-coordinator-kill", run: reshardCoordinatorKill},
+	{name: "leader-kill", run: leaderKill, opts: options{coordinators: 3, steady: true}},
+	{name: "coordinator-outage", run: coordinatorOutage, opts: options{coordinators: 3, steady: true}},
+	{name: "auth-flood", run: authFlood, opts: options{steady: true}},
 }
 
 // Scenarios returns the scenario names in the order Run takes them.
@@ -171,7 +195,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 // again, then a cut: every event up to the cut must reach the consumer.
 func runOne(ctx context.Context, cfg Config, dir string, sc scenario) (res Result) {
 	res.Scenario = sc.name
-	c, err := up(ctx, cfg, dir)
+	c, err := up(ctx, cfg, dir, sc.opts)
 	defer func() {
 		if c != nil {
 			c.down()
@@ -184,12 +208,14 @@ func runOne(ctx context.Context, cfg Config, dir string, sc scenario) (res Resul
 	before := c.sim.Stats()
 	sleep(ctx, cfg.Steady)
 	c.col.startGaps()
+	stopSampling := c.sampleShardsDown(ctx, &res.ShardsDown)
 	rec, note, err := sc.run(ctx, c)
 	res.Recovery, res.Note = rec, note
 	if err != nil {
 		res.Err = err.Error()
 	}
 	sleep(ctx, cfg.Steady)
+	stopSampling()
 	cut := uint64(c.sim.Stats().EventIDs)
 	want := c.sim.Delivered()
 	// Everything up to the cut must come through: wait for the stragglers.
@@ -205,6 +231,8 @@ func runOne(ctx context.Context, cfg Config, dir string, sc scenario) (res Resul
 	bad := c.col.bad
 	c.col.mu.Unlock()
 	res.Identifies = after.Identifies - before.Identifies
+	res.Violations = after.IdentifyViolations
+	resumes := after.Resumes - before.Resumes
 	switch {
 	case res.Err != "":
 	case bad > 0:
@@ -213,6 +241,10 @@ func runOne(ctx context.Context, cfg Config, dir string, sc scenario) (res Resul
 		res.Err = fmt.Sprintf("%d identify violations", after.IdentifyViolations)
 	case res.Identifies > 0 && !strings.HasPrefix(sc.name, "reshard"): // a reshard checks its own: one per new shard
 		res.Err = fmt.Sprintf("%d IDENTIFYs, want 0", res.Identifies)
+	case sc.opts.steady && res.ShardsDown > 0:
+		res.Err = fmt.Sprintf("%d shards were down at once, want 0", res.ShardsDown)
+	case sc.opts.steady && resumes > 0:
+		res.Err = fmt.Sprintf("%d RESUMEs: the fault touched the shards, want 0", resumes)
 	}
 	return res
 }
@@ -227,7 +259,7 @@ func sleep(ctx context.Context, d time.Duration) {
 // WriteTable prints the results as an aligned table.
 func WriteTable(w io.Writer, rs []Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tproduced\tdelivered\tlost\tduplicated\tredelivered\tmax gap\tidentifies\trecovery\tresult")
+	fmt.Fprintln(tw, "scenario\tproduced\tdelivered\tlost\tduplicated\tredelivered\tmax gap\tidentifies\tviolations\tshards down\trecovery\tresult")
 	for _, r := range rs {
 		result := "ok"
 		if !r.OK() {
@@ -236,8 +268,8 @@ func WriteTable(w io.Writer, rs []Result) error {
 				result += ": " + r.Err
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%v\t%d\t%v\t%s\n", r.Scenario, r.Produced, r.Delivered, r.Lost, r.Duplicated,
-			r.Redelivered, r.MaxGap.Round(10*time.Millisecond), r.Identifies, r.Recovery.Round(10*time.Millisecond), result)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%v\t%d\t%d\t%d\t%v\t%s\n", r.Scenario, r.Produced, r.Delivered, r.Lost, r.Duplicated,
+			r.Redelivered, r.MaxGap.Round(10*time.Millisecond), r.Identifies, r.Violations, r.ShardsDown, r.Recovery.Round(10*time.Millisecond), result)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

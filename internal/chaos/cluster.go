@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/discord/sim"
@@ -25,18 +28,19 @@ const (
 // a broker, a coordinator, gateway nodes and a consumer as child
 // processes of the gatehouse binary, all on loopback.
 type cluster struct {
-	cfg       Config
-	dir       string
-	sim       *sim.Server
-	api       string // the simulator's REST base
-	broker    *loadtest.Child
-	natsURL   string
-	coord     *loadtest.Child
-	coordAddr string
-	nodes     map[string]*loadtest.Child
-	consumer  *loadtest.Child
-	col       *collector
-	hc        *http.Client
+	cfg        Config
+	dir        string
+	sim        *sim.Server
+	api        string // the simulator's REST base
+	broker     *loadtest.Child
+	natsURL    string
+	count      atomic.Int64      // the bot's shard count in force (a reshard moves it)
+	coords     []*loadtest.Child // the coordinator replicas, by index
+	coordAddrs []string          // their fixed addresses, so a restarted one is found again
+	nodes      map[string]*loadtest.Child
+	consumer   *loadtest.Child
+	col        *collector
+	hc         *http.Client
 }
 
 func (c *cluster) env() []string {
@@ -45,8 +49,9 @@ func (c *cluster) env() []string {
 
 // up starts everything and waits until every shard is connected, the
 // startup rebalance has settled and the consumer handles events.
-func up(ctx context.Context, cfg Config, dir string) (*cluster, error) {
+func up(ctx context.Context, cfg Config, dir string, opts options) (*cluster, error) {
 	c := &cluster{cfg: cfg, dir: dir, nodes: map[string]*loadtest.Child{}, col: newCollector(), hc: &http.Client{Timeout: 10 * time.Second}}
+	c.count.Store(int64(cfg.Shards))
 	srv, err := sim.New(sim.Config{
 		Guilds: cfg.Shards * 100, Shards: cfg.Shards, MaxConcurrency: cfg.MaxConcurrency,
 		IdentifyInterval: 300 * time.Millisecond, HeartbeatInterval: 2 * time.Second,
@@ -69,14 +74,20 @@ func up(ctx context.Context, cfg Config, dir string) (*cluster, error) {
 		return c, err
 	}
 	c.natsURL, _, _ = strings.Cut(line, ",")
-	l2, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return c, err
+	for i := range max(opts.coordinators, 1) {
+		l2, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return c, err
+		}
+		c.coordAddrs = append(c.coordAddrs, l2.Addr().String())
+		l2.Close()
+		c.coords = append(c.coords, nil)
+		_ = i
 	}
-	c.coordAddr = l2.Addr().String() // a fixed port, so a restarted coordinator is found again
-	l2.Close()
-	if err := c.startCoordinator(ctx); err != nil {
-		return c, err
+	for i := range c.coordAddrs {
+		if err := c.startCoordinator(ctx, i); err != nil {
+			return c, err
+		}
 	}
 	for _, id := range []string{"a", "b"} {
 		if err := c.startNode(ctx, id); err != nil {
@@ -122,8 +133,9 @@ func (c *cluster) start(ctx context.Context, name, ready string, onLine func(str
 	switch {
 	case name == "broker":
 		c.broker = p
-	case name == "coordinator":
-		c.coord = p
+	case strings.HasPrefix(name, "coordinator "):
+		i, _ := strconv.Atoi(strings.TrimPrefix(name, "coordinator "))
+		c.coords[i] = p
 	case name == "consumer":
 		c.consumer = p
 	default:
@@ -132,17 +144,26 @@ func (c *cluster) start(ctx context.Context, name, ready string, onLine func(str
 	return p, line, nil
 }
 
-func (c *cluster) startCoordinator(ctx context.Context) error {
-	_, _, err := c.start(ctx, "coordinator", "gatehouse coordinator: API on ", nil, "coordinator",
-		"-listen", c.coordAddr, "-nats", c.natsURL, "-api", c.api, "-token", "sim-token",
+func (c *cluster) startCoordinator(ctx context.Context, i int) error {
+	_, _, err := c.start(ctx, fmt.Sprintf("coordinator %d", i), "gatehouse coordinator: API on ", nil, "coordinator",
+		"-listen", c.coordAddrs[i], "-nats", c.natsURL, "-api", c.api, "-token", "sim-token", "-replica-id", fmt.Sprintf("c%d", i),
 		"-identify-interval", "300ms", "-lease-ttl", c.cfg.LeaseTTL.String(), "-log-level", "warn")
 	return err
+}
+
+// coordinatorURLs is every replica's URL, as nodes take them.
+func (c *cluster) coordinatorURLs() string {
+	urls := make([]string, len(c.coordAddrs))
+	for i, a := range c.coordAddrs {
+		urls[i] = "http://" + a
+	}
+	return strings.Join(urls, ",")
 }
 
 func (c *cluster) startNode(ctx context.Context, id string) error {
 	_, _, err := c.start(ctx, "node "+id, "gatehouse gateway: ", nil, "gateway",
 		"-api", c.api, "-token", "sim-token", "-shards", "assigned", "-shard-count", fmt.Sprint(c.cfg.Shards),
-		"-coordinator", "http://"+c.coordAddr, "-nats", c.natsURL, "-node-id", id,
+		"-coordinator", c.coordinatorURLs(), "-nats", c.natsURL, "-node-id", id,
 		"-identify-interval", "300ms", "-compress", "none", "-log-level", "warn",
 		"-silence-after", "2s", "-silence-events", "20")
 	return err
@@ -169,7 +190,8 @@ func (c *cluster) down() {
 	for _, p := range c.nodes {
 		stopAll(p)
 	}
-	stopAll(c.coord, c.broker)
+	stopAll(c.coords...)
+	stopAll(c.broker)
 	if c.sim != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -198,54 +220,84 @@ func waitFor(ctx context.Context, d time.Duration, what string, cond func() bool
 	return nil
 }
 
-// coordPost posts a JSON body to the coordinator with the admin token.
+// coordDo sends a request with the admin token to the first replica that
+// answers (a follower forwards writes to the leader) and decodes a 2xx
+// answer into out.
+func (c *cluster) coordDo(ctx context.Context, method, path string, body, out any) error {
+	var err error
+	for _, addr := range c.coordAddrs {
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, rerr := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+		if rerr != nil {
+			return rerr
+		}
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, derr := c.hc.Do(req)
+		if derr != nil {
+			err = derr
+			continue
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			err = fmt.Errorf("chaos: %s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+			if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusBadGateway {
+				continue
+			}
+			return err
+		}
+		if out != nil {
+			return json.Unmarshal(data, out)
+		}
+		return nil
+	}
+	return err
+}
+
+// coordPost posts a JSON body to the coordinators with the admin token.
 func (c *cluster) coordPost(ctx context.Context, path string, body any) error {
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+c.coordAddr+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("chaos: POST %s: %s", path, resp.Status)
-	}
-	return nil
+	return c.coordDo(ctx, "POST", path, body, nil)
 }
 
-// coordGet gets a JSON answer from the coordinator with the admin token.
+// coordGet gets a JSON answer from the coordinators with the admin token.
 func (c *cluster) coordGet(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+c.coordAddr+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("chaos: GET %s: %s", path, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return c.coordDo(ctx, "GET", path, nil, out)
 }
 
-// coordUp reports whether the coordinator answers.
+// coordUp reports whether some coordinator leads and answers.
 func (c *cluster) coordUp(ctx context.Context) bool {
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+c.coordAddr+"/v1/shards", nil)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return false
+	return c.leader(ctx) >= 0
+}
+
+// leader returns the index of the replica that leads, or -1.
+func (c *cluster) leader(ctx context.Context) int {
+	for i, addr := range c.coordAddrs {
+		if c.coords[i] == nil || !c.coords[i].Running() {
+			continue
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/status", nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			continue
+		}
+		var st struct {
+			Replica struct {
+				Role string `json:"role"`
+			} `json:"replica"`
+		}
+		json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && st.Replica.Role == "leader" {
+			return i
+		}
 	}
-	resp.Body.Close()
-	return resp.StatusCode == 200
+	return -1
 }
 
 // shardConns returns the connections attached to each shard's sessions of

@@ -99,7 +99,7 @@ func nodeDrain(ctx context.Context, c *cluster) (time.Duration, string, error) {
 // no shard is leased twice or runs on two connections.
 func coordinatorKill(ctx context.Context, c *cluster) (time.Duration, string, error) {
 	before := c.sim.Stats()
-	c.coord.Kill()
+	c.coords[0].Kill()
 	killed := time.Now()
 	twice := 0
 	watch := func() {
@@ -109,7 +109,7 @@ func coordinatorKill(ctx context.Context, c *cluster) (time.Duration, string, er
 			}
 		}
 	}
-	if err := c.startCoordinator(ctx); err != nil {
+	if err := c.startCoordinator(ctx, 0); err != nil {
 		return 0, "", err
 	}
 	if err := waitFor(ctx, 20*time.Second, "the restarted coordinator", func() bool { watch(); return c.coordUp(ctx) }); err != nil {
@@ -190,14 +190,17 @@ func runReshard(ctx context.Context, c *cluster, killAt string) (time.Duration, 
 			return false
 		}
 		r = *st.Reshard
+		if r.Phase != "starting" {
+			c.count.Store(int64(to)) // every new shard is connected
+		}
 		if len(phases) == 0 || phases[len(phases)-1] != r.Phase {
 			phases = append(phases, r.Phase)
 		}
 		if killAt != "" && r.Phase == killAt {
 			killAt = ""
-			c.coord.Kill()
+			c.coords[0].Kill()
 			phases = append(phases, "coordinator killed")
-			if err := c.startCoordinator(ctx); err != nil {
+			if err := c.startCoordinator(ctx, 0); err != nil {
 				return false
 			}
 		}
