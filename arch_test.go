@@ -36,6 +36,7 @@ const (
 	modNATSServer = "github.com/nats-io/nats-server/v2"
 	modNATSClient = "github.com/nats-io/nats.go"
 	modPrometheus = "github.com/prometheus/client_golang"
+	modNKeys      = "github.com/nats-io/nkeys"
 )
 
 // A layer says what one package of the module may import.
@@ -66,7 +67,7 @@ var layers = map[string]layer{
 	"internal/discord/codec":       {modules: []string{modCompress}},
 	"internal/discord/sim":         {imports: []string{"internal/discord", "internal/discord/codec"}},
 	"internal/discord/sim/simtest": {imports: []string{"internal/discord/sim"}},
-	"internal/chaos":               {imports: []string{"internal/discord", "internal/discord/sim", "internal/loadtest"}},
+	"internal/chaos":               {imports: []string{"internal/discord", "internal/discord/sim", "internal/loadtest"}, modules: []string{modNATSClient}},
 	"internal/loadtest":            {imports: []string{"internal/discord", "internal/discord/codec", "internal/broker", "internal/gateway"}, modules: []string{modWebsocket, modNATSClient}},
 
 	"internal/shard":             {stdlibOnly: true},
@@ -77,7 +78,7 @@ var layers = map[string]layer{
 	"internal/coord/coordclient": {imports: []string{"internal/coord/coordapi", "internal/identify", "internal/lease/kvlease"}, modules: []string{modWebsocket}},
 	"internal/coord":             {imports: []string{"internal/coord/coordapi", "internal/broker", "internal/discord", "internal/shard", "internal/lease", "internal/lease/kvlease", "internal/identify"}, modules: []string{modWebsocket}},
 	"internal/broker":            {modules: []string{modCompress}},
-	"internal/broker/natsbroker": {imports: []string{"internal/broker"}, modules: []string{modCompress, modNATSServer, modNATSClient}},
+	"internal/broker/natsbroker": {imports: []string{"internal/broker"}, modules: []string{modCompress, modNATSServer, modNATSClient, modNKeys}},
 	"internal/gateway":           {imports: []string{"internal/discord", "internal/discord/codec", "internal/identify", "internal/broker"}},
 	"internal/dashboard":         {imports: []string{"internal/coord", "internal/coord/coordapi", "internal/broker"}},
 	"internal/metrics":           {imports: []string{"internal/coord", "internal/gateway", "internal/broker"}, modules: []string{modPrometheus}},

@@ -57,6 +57,9 @@ var (
 	// ErrBadReply means a gateway node answered a command with something
 	// other than {"ok":…}.
 	ErrBadReply = errors.New("client: malformed command reply")
+	// ErrUnauthorized is returned by Connect when the broker refuses the
+	// credentials (none, or a key it does not know).
+	ErrUnauthorized = errors.New("client: the broker refused the credentials")
 )
 
 // Config configures a Client. The zero value of every field but URL (or
@@ -72,6 +75,13 @@ type Config struct {
 	// Name is the connection name the NATS server reports. Default
 	// "gatehouse-client". Unused with Conn.
 	Name string
+	// NKeyFile is the nkey seed file to authenticate with: a worker's (or,
+	// for read-only tools, a tail's) from gatehouse credentials, or the
+	// one gatehouse demo and serve print. Unused with Conn.
+	NKeyFile string
+	// CAFile is the certificate authority to trust for a broker that
+	// speaks TLS (tls:// URLs); empty: the system's. Unused with Conn.
+	CAFile string
 
 	// Prefix is the subject prefix the gateways publish under. Default
 	// "gatehouse".
@@ -316,12 +326,30 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			nats.ReconnectHandler(func(nc *nats.Conn) {
 				c.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
 			}),
+			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+				// A permission the broker refused shows here, not as an
+				// error of the call that caused it.
+				c.log.Warn("nats error", "err", err)
+			}),
 		}
 		if d, ok := ctx.Deadline(); ok {
 			opts = append(opts, nats.Timeout(max(time.Until(d), time.Millisecond)))
 		}
+		if cfg.NKeyFile != "" {
+			o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("%w: NKeyFile %s: %v", ErrInvalidConfig, cfg.NKeyFile, err)
+			}
+			opts = append(opts, o)
+		}
+		if cfg.CAFile != "" {
+			opts = append(opts, nats.RootCAs(cfg.CAFile))
+		}
 		nc, err := nats.Connect(cfg.URL, opts...)
 		if err != nil {
+			if strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+				return nil, fmt.Errorf("%w: the broker at %s refused these credentials (%v): set Config.NKeyFile to a worker's nkey seed (gatehouse credentials makes them; gatehouse demo prints where its own are)", ErrUnauthorized, cfg.URL, err)
+			}
 			return nil, fmt.Errorf("client: connecting to %s: %w", cfg.URL, err)
 		}
 		c.nc = nc

@@ -22,10 +22,9 @@ const (
 	// maxFilterSubjects caps the consumer's filter subjects; past it the
 	// largest dimension is filtered on the client instead.
 	maxFilterSubjects = 64
-	// pullBatches and pullBytes bound each pull request, and so what the
-	// client buffers ahead of the shards.
+	// pullBatches bounds what the pull subscription buffers ahead of the
+	// shards.
 	pullBatches = 256
-	pullBytes   = 64 << 20
 	// shardQueue is how many batches wait for each shard's goroutine.
 	shardQueue = 32
 	// maxRetryShift caps the retry delay at RetryDelay << maxRetryShift.
@@ -157,12 +156,6 @@ func filterSubjects(subj broker.Subjects, shards, toks []int, types []string) []
 	}
 	return out
 }
-
-// fetchWait is how long a pull request waits on the server for batches.
-// Consume pulls with one request at a time and lets the last one end before
-// it gives batches back, so it also bounds how long Consume takes to return.
-// Tests shorten it.
-var fetchWait = 500 * time.Millisecond
 
 // consumer creates or updates the JetStream consumer for filters.
 func (c *Client) consumer(ctx context.Context, filters []string) (jetstream.Consumer, error) {
@@ -373,64 +366,81 @@ func (r *consumeRun) releaseAll() {
 	_ = nc.FlushTimeout(stopTimeout)
 }
 
-// dispatch pulls batches, one pull request at a time, and hands each to its
-// shard's goroutine until ctx ends (nil) or pulling fails for good. It
-// returns only once the last pull request has ended.
+// dispatch pulls batches through one continuous pull subscription and
+// hands each to its shard's goroutine until ctx ends (nil) or pulling
+// fails for good. It returns only once nothing more can arrive.
+//
+// One subscription, not a pull request at a time: in a cluster, a
+// consumer's leader can deliver to a request the client already gave up
+// on, into an inbox nobody reads any more, and those batches then wait
+// for AckWait, holding the acknowledgement floor (and, at MaxAckPending,
+// every delivery) back.
 func (r *consumeRun) dispatch(ctx context.Context) error {
-	for ctx.Err() == nil {
-		batch, err := r.cons.Fetch(r.pull, jetstream.FetchMaxWait(fetchWait), jetstream.FetchMaxBytes(pullBytes))
+	it, err := r.cons.Messages(jetstream.PullMaxMessages(r.pull),
+		jetstream.PullExpiry(fetchExpiry), jetstream.PullHeartbeat(fetchExpiry/3))
+	if err != nil {
+		return fmt.Errorf("client: consuming: %w", err)
+	}
+	// Stopping drains: what the subscription already holds still comes
+	// out of Next, to be given back with the rest.
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	for {
+		m, err := it.Next()
 		if err == nil {
-			r.route(ctx, batch.Messages())
-			err = batch.Error()
-		}
-		if err == nil || ctx.Err() != nil {
+			r.routeOne(ctx, m)
 			continue
 		}
 		switch {
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			if r.c.closed.Load() {
+				return ErrClosed
+			}
+			return nil
 		case r.c.closed.Load():
+			it.Stop()
 			return ErrClosed
 		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
 			errors.Is(err, jetstream.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionClosed):
+			it.Stop()
 			return fmt.Errorf("client: consuming: %w", err)
 		}
-		r.log.Warn("pulling events failed; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(fetchWait):
+		if ctx.Err() == nil {
+			r.log.Warn("pulling events: a transient error; going on", "err", err)
 		}
 	}
-	return nil
 }
 
-// route hands the batches of one pull request to their shards, or keeps
-// them to give back once ctx has ended.
-func (r *consumeRun) route(ctx context.Context, msgs <-chan jetstream.Msg) {
-	for m := range msgs {
-		if ctx.Err() != nil {
-			r.release(m)
-			continue
+// fetchExpiry bounds how long one pull request waits on the server.
+const fetchExpiry = 5 * time.Second
+
+// routeOne hands a batch to its shard, or keeps it to give back once ctx
+// has ended.
+func (r *consumeRun) routeOne(ctx context.Context, m jetstream.Msg) {
+	if ctx.Err() != nil {
+		r.release(m)
+		return
+	}
+	shard, _, _, ok := parseSubject(m.Subject(), r.evPrefix)
+	if !ok {
+		r.log.Error("terminating batch with a malformed subject", "subject", m.Subject())
+		_ = m.TermWithReason("gatehouse client: malformed subject")
+		return
+	}
+	w := r.workers[shard]
+	if w == nil {
+		w = &shardWorker{
+			r:     r,
+			ch:    make(chan jetstream.Msg, shardQueue),
+			acked: make([]uint64, r.ackedRing),
 		}
-		shard, _, _, ok := parseSubject(m.Subject(), r.evPrefix)
-		if !ok {
-			r.log.Error("terminating batch with a malformed subject", "subject", m.Subject())
-			_ = m.TermWithReason("gatehouse client: malformed subject")
-			continue
-		}
-		w := r.workers[shard]
-		if w == nil {
-			w = &shardWorker{
-				r:     r,
-				ch:    make(chan jetstream.Msg, shardQueue),
-				acked: make([]uint64, r.ackedRing),
-			}
-			r.workers[shard] = w
-			r.wg.Go(func() { w.run(ctx) })
-		}
-		select {
-		case w.ch <- m:
-		case <-ctx.Done():
-			r.release(m)
-		}
+		r.workers[shard] = w
+		r.wg.Go(func() { w.run(ctx) })
+	}
+	select {
+	case w.ch <- m:
+	case <-ctx.Done():
+		r.release(m)
 	}
 }
 

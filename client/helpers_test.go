@@ -18,7 +18,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	fetchWait = 50 * time.Millisecond // Consume returns within this after cancel
 	goleak.VerifyTestMain(m)
 }
 

@@ -28,7 +28,11 @@ const benchSummary = `Run Gatehouse's end-to-end benchmarks and print a table (m
   gatehouse bench fleet first IDENTIFY to last READY for N shards at max_concurrency M.
   gatehouse bench idle  resident memory per idle shard of a gateway node.
   gatehouse bench beats Shardman beat latency at the coordinator: N workers beating once a
-                        second, each over its own connection.`
+                        second, each over its own connection (-via-follower: through a
+                        replica that forwards to the leader).
+  gatehouse bench failover
+                        kill -9 the leader of three coordinator replicas: the time until
+                        another leads and a write through a follower is taken.`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
@@ -41,14 +45,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return runBenchIdle(ctx, args[1:], stdout, stderr)
 		case "beats":
 			return runBenchBeats(ctx, args[1:], stdout, stderr)
+		case "failover":
+			return runBenchFailover(ctx, args[1:], stdout, stderr)
 		}
 	}
 	if len(args) == 0 || args[0] != "sim" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-			fmt.Fprintf(stderr, "Usage: gatehouse bench sim|ingest|fleet|idle [flags]\n\n%s\n", benchSummary)
+			fmt.Fprintf(stderr, "Usage: gatehouse bench sim|ingest|fleet|idle|beats|failover [flags]\n\n%s\n", benchSummary)
 			return nil
 		}
-		return usageError{"bench: name a benchmark: sim, ingest, fleet or idle"}
+		return usageError{"bench: name a benchmark: sim, ingest, fleet, idle, beats or failover"}
 	}
 	fs := newFlagSet("bench sim", benchSummary, stderr)
 	var (

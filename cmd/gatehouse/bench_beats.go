@@ -23,6 +23,7 @@ func runBenchBeats(ctx context.Context, args []string, stdout, stderr io.Writer)
 		warmup   = fs.Duration("warmup", 3*time.Second, "after every worker connected, before measuring")
 		measure  = fs.Duration("measure", 15*time.Second, "measured window")
 		runs     = fs.Int("runs", 3, "runs; the table shows each and the medians")
+		follower = fs.Bool("via-follower", false, "run two coordinator replicas on a broker and beat through the one that does not lead (it forwards to the leader); the CPU column counts both")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -44,7 +45,7 @@ func runBenchBeats(ctx context.Context, args []string, stdout, stderr io.Writer)
 			ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max), fmt.Sprintf("%.2f", r.CoordCPUSeconds/secs), fmt.Sprintf("%.2f", r.LoadCPUSeconds/secs)})
 	}
 	for i := range *runs {
-		r, err := loadtest.RunBeats(ctx, loadtest.BeatConfig{Exe: exe, Workers: *workers, Interval: *interval, Warmup: *warmup, Measure: *measure, Logs: stderr})
+		r, err := loadtest.RunBeats(ctx, loadtest.BeatConfig{Exe: exe, Workers: *workers, Interval: *interval, Warmup: *warmup, Measure: *measure, Logs: stderr, ViaFollower: *follower})
 		if err != nil {
 			return fmt.Errorf("bench beats: %w", err)
 		}
@@ -69,5 +70,44 @@ func runBenchBeats(ctx context.Context, args []string, stdout, stderr io.Writer)
 		CoordCPUSeconds: med(func(r loadtest.BeatResult) float64 { return r.CoordCPUSeconds / r.Window.Seconds() }),
 		LoadCPUSeconds:  med(func(r loadtest.BeatResult) float64 { return r.LoadCPUSeconds / r.Window.Seconds() }),
 	})
+	return nil
+}
+
+const benchFailoverSummary = `Leader failover: three coordinator replicas on a gatehouse broker; the leader is killed
+(-9) and the table shows the time until another replica leads and until a write sent to a
+surviving replica (forwarded to the new leader) is taken, for each run and the medians.`
+
+func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench failover", benchFailoverSummary, stderr)
+	var (
+		ttl  = fs.Duration("lease-ttl", 15*time.Second, "the replicas' lease TTL: leadership lasts this long unrenewed")
+		runs = fs.Int("runs", 5, "runs; the table shows each and the medians")
+	)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *runs < 1 || *ttl < time.Second {
+		return usageError{"bench failover: -runs must be at least 1 and -lease-ttl at least 1s"}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cols := []string{"run", "lease TTL", "new leader", "write taken"}
+	printRowOf(stdout, cols, cols)
+	var rs []loadtest.FailoverResult
+	for i := range *runs {
+		r, err := loadtest.RunFailover(ctx, loadtest.FailoverConfig{Exe: exe, LeaseTTL: *ttl, Logs: stderr})
+		if err != nil {
+			return fmt.Errorf("bench failover: %w", err)
+		}
+		rs = append(rs, r)
+		printRowOf(stdout, cols, []string{fmt.Sprint(i + 1), ttl.String(), r.Elected.Round(time.Millisecond).String(), r.Writable.Round(time.Millisecond).String()})
+	}
+	med := func(f func(loadtest.FailoverResult) time.Duration) string {
+		return time.Duration(medianBy(rs, func(r loadtest.FailoverResult) float64 { return float64(f(r)) })).Round(time.Millisecond).String()
+	}
+	printRowOf(stdout, cols, []string{"median", ttl.String(), med(func(r loadtest.FailoverResult) time.Duration { return r.Elected }),
+		med(func(r loadtest.FailoverResult) time.Duration { return r.Writable })})
 	return nil
 }

@@ -59,6 +59,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "with -nats embedded: TCP `HOST:PORT` gateway nodes and workers connect to")
 		dataDir    = fs.String("data-dir", "gatehouse-data", "with -nats embedded: JetStream store `directory`")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		natsAuth   = addNATSClientFlags(fs)
+		replicas   = fs.Int("replicas", 0, "with -nats: replicas of the stream and buckets it creates or updates (3 on a 3-node cluster); 0 keeps what exists. Lowering them is refused")
+		natsSrv    = addNATSServerFlags(fs)
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -130,11 +133,17 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		// The coordinator owns the control plane's buckets: it creates the
 		// stream and buckets nodes bind to, and sets the liveness TTL.
 		bcfg := natsbroker.Config{Name: "gatehouse-coordinator", Manage: true, LiveTTL: *leaseTTL, Logger: log}
+		natsAuth.apply(&bcfg)
+		bcfg.Replicas = *replicas
+		var creds natsbroker.Credentials
 		if *natsURL == "embedded" {
 			if err := os.MkdirAll(*dataDir, 0o755); err != nil {
 				return fmt.Errorf("coordinator: -data-dir: %w", err)
 			}
 			bcfg.DataDir, bcfg.Listen = *dataDir, *natsListen
+			if creds, err = natsSrv.embedded(&bcfg, *dataDir, "coordinator"); err != nil {
+				return fmt.Errorf("coordinator: %w", err)
+			}
 		} else {
 			bcfg.URL = *natsURL
 		}
@@ -147,6 +156,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		kv = b
 		if *natsURL == "embedded" {
 			fmt.Fprintf(stdout, "gatehouse coordinator: NATS at %s\n", b.ClientURL())
+			printCredentials(stdout, "coordinator", creds, b.ClientURL())
 		}
 	} else {
 		log.Warn("no -nats: a standalone coordinator; leases live in memory, and nodes stop their shards when it is gone for half the lease TTL")

@@ -17,7 +17,7 @@ func TestFlagsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	flagLine := regexp.MustCompile(`(?m)^  (-[a-z0-9-]+)`)
-	for _, cmd := range []string{"demo", "serve", "sim", "gateway", "coordinator", "broker", "tail", "status", "lookup", "drain", "reshard", "plan", "chaos"} {
+	for _, cmd := range []string{"demo", "serve", "sim", "gateway", "coordinator", "broker", "tail", "status", "lookup", "drain", "reshard", "plan", "chaos", "credentials"} {
 		var out bytes.Buffer
 		run(context.Background(), []string{cmd, "-help"}, &out, &out)
 		flags := flagLine.FindAllStringSubmatch(out.String(), -1)

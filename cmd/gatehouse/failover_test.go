@@ -131,7 +131,9 @@ func TestFailoverEndToEnd(t *testing.T) {
 	env := []string{"GATEHOUSE_ADMIN_TOKEN=admin-e2e", "GATEHOUSE_NODE_TOKEN=node-e2e"}
 	const ttl = 3 * time.Second
 
-	broker, natsLine := startProc(t, exe, nil, "gatehouse broker: NATS at ", "broker", "-listen", "127.0.0.1:0", "-data-dir", t.TempDir(), "-log-level", "warn")
+	brokerDir := t.TempDir()
+	seed := func(name string) string { return filepath.Join(brokerDir, "credentials", name+".nk") }
+	broker, natsLine := startProc(t, exe, nil, "gatehouse broker: NATS at ", "broker", "-listen", "127.0.0.1:0", "-data-dir", brokerDir, "-log-level", "warn")
 	natsURL, _, _ := strings.Cut(natsLine, ",")
 	// A fixed port, so a restarted coordinator is found at the same URL.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -141,7 +143,7 @@ func TestFailoverEndToEnd(t *testing.T) {
 	coordAddr := ln.Addr().String()
 	ln.Close()
 	startCoord := func() *proc {
-		p, _ := startProc(t, exe, env, "gatehouse coordinator: API on ", "coordinator", "-listen", coordAddr, "-nats", natsURL,
+		p, _ := startProc(t, exe, env, "gatehouse coordinator: API on ", "coordinator", "-listen", coordAddr, "-nats", natsURL, "-nats-nkey", seed("coordinator"),
 			"-api", api, "-token", "sim-token", "-identify-interval", "300ms", "-lease-ttl", ttl.String(), "-log-level", "warn")
 		return p
 	}
@@ -149,7 +151,7 @@ func TestFailoverEndToEnd(t *testing.T) {
 	coordURL := "http://" + coordAddr
 	node := func(id string) *proc {
 		p, _ := startProc(t, exe, env, "gatehouse gateway: ", "gateway", "-api", api, "-token", "sim-token",
-			"-shards", "assigned", "-shard-count", "64", "-coordinator", coordURL, "-nats", natsURL, "-node-id", id,
+			"-shards", "assigned", "-shard-count", "64", "-coordinator", coordURL, "-nats", natsURL, "-nats-nkey", seed("node"), "-node-id", id,
 			"-identify-interval", "300ms", "-compress", "none", "-log-level", "warn")
 		return p
 	}
@@ -221,7 +223,7 @@ func TestFailoverEndToEnd(t *testing.T) {
 	coord.stop(t)
 
 	// Every shard session's events are in the stream in order, once.
-	last, _, gaps, leases := readStreamLeases(t, natsURL, "e2e")
+	last, _, gaps, leases := readStreamLeases(t, natsURL, seed("worker"), "e2e")
 	if len(gaps) > 0 {
 		t.Errorf("gaps, duplicates or stale owners in the stream:\n%s", strings.Join(gaps, "\n"))
 	}

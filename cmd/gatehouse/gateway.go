@@ -65,6 +65,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		exitDrained = fs.Bool("exit-when-drained", true, "with -shards assigned: exit (status 0) once an operator drained this node and every shard was handed off; the drain mark ends with the process, so a node started again under the same -node-id takes shards")
 		silence     = fs.Duration("silence-after", 30*time.Second, "cycle a shard by RESUME when an event type that flowed on it is absent this long and for as many events as -silence-events at its usual rate (negative: off)")
 		silenceN    = fs.Int("silence-events", 100, "events of a type a silence must have missed, at the shard's own rate of that type, to count")
+		natsAuth    = addNATSClientFlags(fs)
+		natsSrv     = addNATSServerFlags(fs)
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -130,6 +132,13 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			bcfg.Listen = *natsListen
 		}
 	}
+	natsAuth.apply(&bcfg)
+	var creds natsbroker.Credentials
+	if bcfg.URL == "" {
+		if creds, err = natsSrv.embedded(&bcfg, bcfg.DataDir, "stack"); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+	}
 	b, err := natsbroker.Open(ctx, bcfg)
 	if err != nil {
 		return fmt.Errorf("gateway: broker: %w", err)
@@ -141,6 +150,9 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}()
 	if u := b.ClientURL(); u != "" {
 		fmt.Fprintf(stdout, "gatehouse gateway: NATS at %s, events on %s, stream %s\n", u, b.Subjects().Events(), b.StreamName())
+		if bcfg.URL == "" {
+			printCredentials(stdout, "gateway", creds, u)
+		}
 	}
 	cfg.Publisher, cfg.Store = b, b
 	var cc *coordclient.Client

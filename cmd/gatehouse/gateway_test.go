@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -85,7 +86,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 	waitStats(t, srv, "4 READY", func(st sim.Stats) bool { return st.Readies == 4 && st.Events > 400 })
 
 	// A worker's gateway command reaches the shard through the node.
-	w, err := client.Connect(t.Context(), client.Config{URL: g.nats, NumShards: 4})
+	w, err := client.Connect(t.Context(), client.Config{URL: g.nats, NumShards: 4, NKeyFile: filepath.Join(dataDir, "credentials", "worker.nk")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 	// disk, served by gatehouse broker on the same data directory.
 	g = startNATSCommand(t, "broker", "-listen", "127.0.0.1:0", "-data-dir", dataDir, "-log-level", "warn")
 	defer g.stop(t)
-	last, events, gaps := readStream(t, g.nats, "e2e")
+	last, events, gaps := readStream(t, g.nats, filepath.Join(dataDir, "credentials", "worker.nk"), "e2e")
 	if diff := cmp.Diff([]string(nil), gaps); diff != "" {
 		t.Errorf("gaps or duplicates in the stream:\n%s", diff)
 	}
@@ -178,8 +179,8 @@ type sessionKey struct {
 // durable consumer, until it has been idle for 2 s, and returns each
 // shard session's last sequence, the event count, and up to 10 places
 // where a session's sequence did not go up by one (gaps or duplicates).
-func readStream(t *testing.T, natsURL, consumer string) (last map[sessionKey]int64, events int, gaps []string) {
-	last, events, gaps, _ = readStreamLeases(t, natsURL, consumer)
+func readStream(t *testing.T, natsURL, seed, consumer string) (last map[sessionKey]int64, events int, gaps []string) {
+	last, events, gaps, _ = readStreamLeases(t, natsURL, seed, consumer)
 	return last, events, gaps
 }
 
@@ -187,9 +188,9 @@ func readStream(t *testing.T, natsURL, consumer string) (last map[sessionKey]int
 // token, and counts a batch published under a smaller token than an
 // earlier one of its shard as a problem (a node that lost the shard
 // published after its new owner).
-func readStreamLeases(t *testing.T, natsURL, consumer string) (last map[sessionKey]int64, events int, gaps []string, lease map[int]uint64) {
+func readStreamLeases(t *testing.T, natsURL, seed, consumer string) (last map[sessionKey]int64, events int, gaps []string, lease map[int]uint64) {
 	t.Helper()
-	c, err := client.Connect(t.Context(), client.Config{URL: natsURL, Consumer: consumer})
+	c, err := client.Connect(t.Context(), client.Config{URL: natsURL, NKeyFile: seed, Consumer: consumer})
 	if err != nil {
 		t.Fatal(err)
 	}

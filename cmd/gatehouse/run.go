@@ -24,6 +24,7 @@ var commands = []command{
 	{"tail", "print events from the stream as JSON lines, or a running summary", runTail},
 	{"coordinator", "run the coordinator: global identify queue, Shardman, glance and gateway-queue APIs", runCoordinator},
 	{"broker", "run only the NATS JetStream server gateway nodes embed, in its own process", runBroker},
+	{"credentials", "make NATS credentials: an nkey seed per identity and the users file the broker admits", runCredentials},
 	{"bench", "run end-to-end benchmarks and print a table", runBench},
 	{"status", "print the fleet from a coordinator; exit 1 when a shard is down", runStatus},
 	{"lookup", "print which shard and node hold a guild", runLookup},

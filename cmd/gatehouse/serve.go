@@ -35,6 +35,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		dataDir    = fs.String("data-dir", "gatehouse-data", "JetStream store `directory`: events and session state, so a restart RESUMEs")
 		every      = fs.Duration("report-every", 10*time.Second, "how often to print a status line (0 = never)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		natsSrv    = addNATSServerFlags(fs)
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -72,7 +73,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	sc := stackConfig{name: "serve", api: strings.TrimRight(*api, "/"), botToken: bot, shardCount: count, tokens: tokens,
 		identifyInterval: *interval, intents: in, listen: *listen, natsListen: *natsListen,
-		dataDir: *dataDir, every: *every, log: log}
+		dataDir: *dataDir, every: *every, log: log, users: *natsSrv.users, tlsCert: *natsSrv.cert, tlsKey: *natsSrv.key}
 	sc.compression, sc.noCompression = comp, comp == codec.None
 	return runStack(ctx, sc, stdout)
 }

@@ -40,9 +40,12 @@ type stackConfig struct {
 	leaseTTL         time.Duration // 0: the coordinator's default
 	natsListen       string
 	dataDir          string
-	consumer         bool          // run a sample consumer and count what reaches it
-	every            time.Duration // live line period; 0: none
-	log              *slog.Logger
+	// users, tlsCert, tlsKey: the embedded NATS's access (see
+	// natsServerFlags); empty users makes credentials in the data dir.
+	users, tlsCert, tlsKey string
+	consumer               bool          // run a sample consumer and count what reaches it
+	every                  time.Duration // live line period; 0: none
+	log                    *slog.Logger
 }
 
 // runStack runs the stack until ctx ends.
@@ -67,7 +70,12 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	b, err := natsbroker.Open(ctx, natsbroker.Config{DataDir: sc.dataDir, Listen: sc.natsListen, LiveTTL: sc.leaseTTL, Name: "gatehouse-" + sc.name, Logger: sc.log.With("part", "nats")})
+	bcfg := natsbroker.Config{DataDir: sc.dataDir, Listen: sc.natsListen, LiveTTL: sc.leaseTTL, Name: "gatehouse-" + sc.name, Logger: sc.log.With("part", "nats")}
+	creds, err := embeddedAuth(&bcfg, sc.dataDir, "stack", sc.users, sc.tlsCert, sc.tlsKey)
+	if err != nil {
+		return fmt.Errorf("%s: %w", sc.name, err)
+	}
+	b, err := natsbroker.Open(ctx, bcfg)
 	if err != nil {
 		return fmt.Errorf("%s: broker (is -nats-listen %s free?): %w", sc.name, sc.natsListen, err)
 	}
@@ -139,7 +147,8 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 	}()
 
 	fmt.Fprintf(stdout, "gatehouse %s: dashboard at http://%s/ (admin view at /admin), API described at /openapi.json\n", sc.name, coLn.Addr())
-	fmt.Fprintf(stdout, "gatehouse %s: NATS at %s; watch the events with: gatehouse tail -nats %s -count\n", sc.name, b.ClientURL(), b.ClientURL())
+	fmt.Fprintf(stdout, "gatehouse %s: NATS at %s; watch the events with: gatehouse tail -nats %s -nats-nkey %s -count\n", sc.name, b.ClientURL(), b.ClientURL(), creds.Seed("tail"))
+	printCredentials(stdout, sc.name, creds, b.ClientURL())
 	rounds := (count + mc - 1) / mc
 	plural := "s"
 	if rounds == 1 {
@@ -149,7 +158,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 
 	var consumed atomic.Int64
 	if sc.consumer {
-		cl, err := client.Connect(ctx, client.Config{URL: b.ClientURL(), Consumer: "gatehouse-" + sc.name, Logger: sc.log.With("part", "consumer")})
+		cl, err := client.Connect(ctx, client.Config{URL: b.ClientURL(), NKeyFile: creds.Seed("worker"), CAFile: sc.tlsCA(), Consumer: "gatehouse-" + sc.name, Logger: sc.log.With("part", "consumer")})
 		if err != nil {
 			return fmt.Errorf("%s: consumer: %w", sc.name, err)
 		}
@@ -219,3 +228,7 @@ func runStack(ctx context.Context, sc stackConfig, stdout io.Writer) error {
 		}
 	}
 }
+
+// tlsCA is what the stack's own worker trusts: the server's certificate,
+// when it speaks TLS (a self-signed one is its own authority).
+func (sc stackConfig) tlsCA() string { return sc.tlsCert }

@@ -37,6 +37,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		limit    = fs.Int("n", 0, "stop after `N` events (0 = run until interrupted)")
 		from     = fs.String("from", "new", "where a new consumer starts: new (events from now on) or all (the oldest event the stream holds)")
 		durable  = fs.String("durable", "", "durable consumer `NAME`: resume where the last run with this name stopped and keep the position (default: an ephemeral consumer)")
+		natsAuth = addNATSClientFlags(fs)
 		exclusiv = fs.Bool("exclusive", false, "with -durable: this is the only process reading through NAME, so what a killed previous run left unacknowledged is delivered again at once (not after the 30 s ack wait)")
 	)
 	if err := parseFlags(fs, args); err != nil {
@@ -49,6 +50,8 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Stream:    *stream,
 		Consumer:  *durable,
 		Exclusive: *exclusiv,
+		NKeyFile:  *natsAuth.nkey,
+		CAFile:    *natsAuth.ca,
 		Logger:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	switch *from {

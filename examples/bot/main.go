@@ -16,10 +16,12 @@
 //
 //	gatehouse sim -event-types MESSAGE_CREATE -rate 5
 //	gatehouse gateway -api http://127.0.0.1:8787/api/v10 -token sim-token -intents GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT
-//	go run ./examples/bot -nats nats://127.0.0.1:4222 -consumer pingbot
+//	go run ./examples/bot -nats nats://127.0.0.1:4222 -nkey gatehouse-data/credentials/worker.nk -consumer pingbot
 //
 // The gateway node runs NATS with JetStream inside its process and listens
-// for workers on 127.0.0.1:4222. The simulator's messages rarely say "!ping";
+// for workers on 127.0.0.1:4222, admitting only the identities whose seeds
+// it made in its data directory: the bot uses the worker's (or
+// $GATEHOUSE_NATS_NKEY). The simulator's messages rarely say "!ping";
 // the bot logs a line every -report messages so that one can see it work,
 // and `gatehouse tail -types MESSAGE_CREATE` shows the same events raw.
 package main
@@ -44,6 +46,7 @@ import (
 
 func main() {
 	url := flag.String("nats", "nats://127.0.0.1:4222", "NATS server `URL`")
+	nkey := flag.String("nkey", os.Getenv("GATEHOUSE_NATS_NKEY"), "nkey seed `file` of a worker identity (default $GATEHOUSE_NATS_NKEY)")
 	consumer := flag.String("consumer", "pingbot", "durable consumer `name`; copies with the same name share the events")
 	report := flag.Int("report", 1000, "log a line every `N` messages (0 = never)")
 	flag.Parse()
@@ -51,15 +54,16 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *url, *consumer, *report); err != nil {
+	if err := run(ctx, log, *url, *nkey, *consumer, *report); err != nil {
 		log.Error("bot stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, url, consumer string, report int) error {
+func run(ctx context.Context, log *slog.Logger, url, nkey, consumer string, report int) error {
 	c, err := client.Connect(ctx, client.Config{
 		URL:      url,
+		NKeyFile: nkey,
 		Consumer: consumer,
 		Types:    []string{"MESSAGE_CREATE"},
 		Logger:   log,

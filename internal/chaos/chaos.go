@@ -136,6 +136,10 @@ type options struct {
 	// steady: the fault must not touch a shard: no shard without a
 	// connection at any sample, no RESUME, no IDENTIFY.
 	steady bool
+	// natsCluster runs three brokers as a NATS cluster (R3) instead of one.
+	natsCluster bool
+	// leaseTTL replaces Config.LeaseTTL for the scenario.
+	leaseTTL time.Duration
 }
 
 var scenarios = []scenario{
@@ -149,6 +153,10 @@ var scenarios = []scenario{
 	{name: "leader-kill", run: leaderKill, opts: options{coordinators: 3, steady: true}},
 	{name: "coordinator-outage", run: coordinatorOutage, opts: options{coordinators: 3, steady: true}},
 	{name: "auth-flood", run: authFlood, opts: options{steady: true}},
+	{name: "forged-publish", run: forgedPublish, opts: options{steady: true}},
+	// A stream's leader election in a 3-node cluster takes seconds: a
+	// lease TTL shorter than that would fence nodes that only wait for it.
+	{name: "broker-node-kill", run: brokerNodeKill, opts: options{coordinators: 3, steady: true, natsCluster: true, leaseTTL: 15 * time.Second}},
 }
 
 // Scenarios returns the scenario names in the order Run takes them.
@@ -172,10 +180,16 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(d)
 		dir = d
 	}
 	var out []Result
+	failed := false
+	defer func() {
+		// A failed scenario's logs are kept for reading.
+		if cfg.Dir == "" && !failed {
+			_ = os.RemoveAll(dir)
+		}
+	}()
 	for i, sc := range scenarios {
 		if len(cfg.Scenarios) > 0 && !slices.Contains(cfg.Scenarios, sc.name) {
 			continue
@@ -186,6 +200,10 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		cfg.Logger.Info("scenario", "name", sc.name)
 		out = append(out, runOne(ctx, cfg, fmt.Sprintf("%s/%d-%s", dir, i, sc.name), sc))
 		r := out[len(out)-1]
+		if r.Err != "" {
+			failed = true
+			cfg.Logger.Warn("scenario failed: its processes' logs are kept", "name", sc.name, "dir", fmt.Sprintf("%s/%d-%s", dir, i, sc.name))
+		}
 		cfg.Logger.Info("scenario done", "name", sc.name, "lost", r.Lost, "duplicated", r.Duplicated, "recovery", r.Recovery, "err", r.Err)
 	}
 	return out, nil
@@ -237,6 +255,8 @@ func runOne(ctx context.Context, cfg Config, dir string, sc scenario) (res Resul
 	case res.Err != "":
 	case bad > 0:
 		res.Err = fmt.Sprintf("%d consumer lines did not parse", bad)
+	case c.col.forged > 0:
+		res.Err = fmt.Sprintf("the consumer handled %d forged events", c.col.forged)
 	case after.IdentifyViolations > 0:
 		res.Err = fmt.Sprintf("%d identify violations", after.IdentifyViolations)
 	case res.Identifies > 0 && !strings.HasPrefix(sc.name, "reshard"): // a reshard checks its own: one per new shard

@@ -8,9 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,19 +30,23 @@ const (
 // a broker, a coordinator, gateway nodes and a consumer as child
 // processes of the gatehouse binary, all on loopback.
 type cluster struct {
-	cfg        Config
-	dir        string
-	sim        *sim.Server
-	api        string // the simulator's REST base
-	broker     *loadtest.Child
-	natsURL    string
-	count      atomic.Int64      // the bot's shard count in force (a reshard moves it)
-	coords     []*loadtest.Child // the coordinator replicas, by index
-	coordAddrs []string          // their fixed addresses, so a restarted one is found again
-	nodes      map[string]*loadtest.Child
-	consumer   *loadtest.Child
-	col        *collector
-	hc         *http.Client
+	cfg     Config
+	dir     string
+	logs    []*os.File // the children's stderr, closed by down
+	sim     *sim.Server
+	api     string            // the simulator's REST base
+	brokers []*loadtest.Child // one, or the three nodes of a NATS cluster
+	// brokerNames are a cluster's server names, as brokers (the default
+	// -server-name: gatehouse-<route port>).
+	brokerNames []string
+	natsURL     string
+	count       atomic.Int64      // the bot's shard count in force (a reshard moves it)
+	coords      []*loadtest.Child // the coordinator replicas, by index
+	coordAddrs  []string          // their fixed addresses, so a restarted one is found again
+	nodes       map[string]*loadtest.Child
+	consumer    *loadtest.Child
+	col         *collector
+	hc          *http.Client
 }
 
 func (c *cluster) env() []string {
@@ -51,6 +57,9 @@ func (c *cluster) env() []string {
 // startup rebalance has settled and the consumer handles events.
 func up(ctx context.Context, cfg Config, dir string, opts options) (*cluster, error) {
 	c := &cluster{cfg: cfg, dir: dir, nodes: map[string]*loadtest.Child{}, col: newCollector(), hc: &http.Client{Timeout: 10 * time.Second}}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
 	c.count.Store(int64(cfg.Shards))
 	srv, err := sim.New(sim.Config{
 		Guilds: cfg.Shards * 100, Shards: cfg.Shards, MaxConcurrency: cfg.MaxConcurrency,
@@ -68,12 +77,12 @@ func up(ctx context.Context, cfg Config, dir string, opts options) (*cluster, er
 	go func() { _ = srv.Serve(ln) }()
 	c.api = "http://" + ln.Addr().String() + "/api/v10"
 
-	_, line, err := c.start(ctx, "broker", "gatehouse broker: NATS at ", nil,
-		"broker", "-listen", "127.0.0.1:0", "-data-dir", filepath.Join(dir, "nats"), "-log-level", "warn")
-	if err != nil {
+	if opts.leaseTTL > 0 {
+		c.cfg.LeaseTTL = opts.leaseTTL
+	}
+	if err := c.startBrokers(ctx, opts.natsCluster); err != nil {
 		return c, err
 	}
-	c.natsURL, _, _ = strings.Cut(line, ",")
 	for i := range max(opts.coordinators, 1) {
 		l2, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -100,7 +109,7 @@ func up(ctx context.Context, cfg Config, dir string, opts options) (*cluster, er
 		return c, err
 	}
 	// The startup rebalance moves shards from the first node to the second.
-	time.Sleep(cfg.LeaseTTL)
+	time.Sleep(c.cfg.LeaseTTL)
 	if err := c.waitSim(ctx, 30*time.Second, "every shard connected after the rebalance", func(st sim.Stats) bool {
 		return st.Connections == int64(cfg.Shards)
 	}); err != nil {
@@ -116,9 +125,21 @@ func up(ctx context.Context, cfg Config, dir string, opts options) (*cluster, er
 	return c, nil
 }
 
+// logFile is where a child's stderr goes: DIR/<name>.log, appended to
+// across restarts, so a failed scenario can be read afterwards. Nil when
+// it cannot be opened (the logs are then discarded).
+func (c *cluster) logFile(name string) io.Writer {
+	f, err := os.OpenFile(filepath.Join(c.dir, strings.ReplaceAll(name, " ", "-")+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil
+	}
+	c.logs = append(c.logs, f)
+	return f
+}
+
 // start runs a gatehouse child and returns the rest of its ready line.
 func (c *cluster) start(ctx context.Context, name, ready string, onLine func(string), args ...string) (*loadtest.Child, string, error) {
-	cfg := loadtest.ChildConfig{Exe: c.cfg.Exe, Args: args, Env: c.env(), OnLine: onLine}
+	cfg := loadtest.ChildConfig{Exe: c.cfg.Exe, Args: args, Env: c.env(), OnLine: onLine, Logs: c.logFile(name)}
 	if ready != "" {
 		cfg.Ready = []string{ready}
 	}
@@ -131,8 +152,8 @@ func (c *cluster) start(ctx context.Context, name, ready string, onLine func(str
 		line = p.Line(0)
 	}
 	switch {
-	case name == "broker":
-		c.broker = p
+	case strings.HasPrefix(name, "broker"):
+		c.brokers = append(c.brokers, p)
 	case strings.HasPrefix(name, "coordinator "):
 		i, _ := strconv.Atoi(strings.TrimPrefix(name, "coordinator "))
 		c.coords[i] = p
@@ -146,9 +167,82 @@ func (c *cluster) start(ctx context.Context, name, ready string, onLine func(str
 
 func (c *cluster) startCoordinator(ctx context.Context, i int) error {
 	_, _, err := c.start(ctx, fmt.Sprintf("coordinator %d", i), "gatehouse coordinator: API on ", nil, "coordinator",
-		"-listen", c.coordAddrs[i], "-nats", c.natsURL, "-api", c.api, "-token", "sim-token", "-replica-id", fmt.Sprintf("c%d", i),
+		"-listen", c.coordAddrs[i], "-nats", c.natsURL, "-nats-nkey", c.seed("coordinator"), "-api", c.api, "-token", "sim-token", "-replica-id", fmt.Sprintf("c%d", i),
 		"-identify-interval", "300ms", "-lease-ttl", c.cfg.LeaseTTL.String(), "-log-level", "warn")
 	return err
+}
+
+// seed is the broker's credential of an identity (gatehouse broker makes
+// them in its data directory).
+func (c *cluster) seed(name string) string {
+	return filepath.Join(c.dir, "nats", "credentials", name+".nk")
+}
+
+// startBrokers runs gatehouse broker, or three of them as a NATS cluster
+// with every stream and bucket at three replicas, sharing one set of
+// credentials.
+func (c *cluster) startBrokers(ctx context.Context, cluster bool) error {
+	if !cluster {
+		_, line, err := c.start(ctx, "broker", "gatehouse broker: NATS at ", nil,
+			"broker", "-listen", "127.0.0.1:0", "-data-dir", filepath.Join(c.dir, "nats"), "-log-level", "warn")
+		c.natsURL, _, _ = strings.Cut(line, ",")
+		return err
+	}
+	creds := filepath.Join(c.dir, "nats", "credentials")
+	mk, err := loadtest.StartChild(ctx, loadtest.ChildConfig{Exe: c.cfg.Exe, Args: []string{"credentials", "-dir", creds}})
+	if err != nil {
+		return err
+	}
+	<-mk.Done()
+	var ports []int
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+	}
+	urls := make([]string, 3)
+	errs := make([]error, 3)
+	logs := []io.Writer{c.logFile("broker-0"), c.logFile("broker-1"), c.logFile("broker-2")}
+	started := make([]*loadtest.Child, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			var routes []string
+			for j, p := range ports {
+				if j != i {
+					routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+				}
+			}
+			p, err := loadtest.StartChild(ctx, loadtest.ChildConfig{Exe: c.cfg.Exe, Env: c.env(), Ready: []string{"gatehouse broker: NATS at "}, Logs: logs[i],
+				Args: []string{"broker", "-listen", "127.0.0.1:0", "-data-dir", filepath.Join(c.dir, fmt.Sprintf("nats%d", i)), "-log-level", "warn",
+					"-nats-users", filepath.Join(creds, "users.json"), "-cluster", fmt.Sprintf("127.0.0.1:%d", ports[i]),
+					"-routes", strings.Join(routes, ","), "-replicas", "3"}})
+			errs[i] = err
+			if err == nil {
+				urls[i], _, _ = strings.Cut(p.Line(0), ",")
+				started[i] = p
+			}
+		})
+	}
+	wg.Wait()
+	for _, p := range started {
+		if p != nil {
+			c.brokers = append(c.brokers, p)
+		}
+	}
+	for _, port := range ports {
+		c.brokerNames = append(c.brokerNames, fmt.Sprintf("gatehouse-%d", port))
+	}
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("chaos: NATS cluster: %w", err)
+		}
+	}
+	c.natsURL = strings.Join(urls, ",")
+	return nil
 }
 
 // coordinatorURLs is every replica's URL, as nodes take them.
@@ -163,7 +257,7 @@ func (c *cluster) coordinatorURLs() string {
 func (c *cluster) startNode(ctx context.Context, id string) error {
 	_, _, err := c.start(ctx, "node "+id, "gatehouse gateway: ", nil, "gateway",
 		"-api", c.api, "-token", "sim-token", "-shards", "assigned", "-shard-count", fmt.Sprint(c.cfg.Shards),
-		"-coordinator", c.coordinatorURLs(), "-nats", c.natsURL, "-node-id", id,
+		"-coordinator", c.coordinatorURLs(), "-nats", c.natsURL, "-nats-nkey", c.seed("node"), "-node-id", id,
 		"-identify-interval", "300ms", "-compress", "none", "-log-level", "warn",
 		"-silence-after", "2s", "-silence-events", "20")
 	return err
@@ -173,7 +267,7 @@ func (c *cluster) startNode(ctx context.Context, id string) error {
 // exclusive consumer "chaos", every line to the collector.
 func (c *cluster) startConsumer(ctx context.Context) error {
 	_, _, err := c.start(ctx, "consumer", "", c.col.process(), "tail",
-		"-nats", c.natsURL, "-durable", "chaos", "-exclusive", "-from", "all")
+		"-nats", c.natsURL, "-nats-nkey", c.seed("tail"), "-durable", "chaos", "-exclusive", "-from", "all")
 	return err
 }
 
@@ -191,7 +285,10 @@ func (c *cluster) down() {
 		stopAll(p)
 	}
 	stopAll(c.coords...)
-	stopAll(c.broker)
+	stopAll(c.brokers...)
+	for _, f := range c.logs {
+		_ = f.Close()
+	}
 	if c.sim != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

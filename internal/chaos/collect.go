@@ -32,7 +32,11 @@ type collector struct {
 	markGen  int       // the consumer process mark waits for
 	gen      int       // consumer processes started
 	bad      int64     // lines that did not parse
+	forged   int64     // lines carrying forgedMark: a publish the broker should have refused
 }
+
+// forgedMark is in every payload forged-publish tries to inject.
+const forgedMark = "gatehouse-forged-event"
 
 func newCollector() *collector {
 	return &collector{keys: map[string]struct{}{}, ids: map[uint64]int32{}, lastByShard: map[int]time.Time{}}
@@ -56,6 +60,9 @@ func (c *collector) line(gen int, s string) {
 	shardStr, ok2 := field(b, `{"shard":`, ',')
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if bytes.Contains(b, []byte(forgedMark)) {
+		c.forged++
+	}
 	if c.firstAt.IsZero() && !c.markAt.IsZero() && gen == c.markGen {
 		c.firstAt = now
 	}
@@ -124,6 +131,18 @@ func (c *collector) mark() {
 	c.mu.Lock()
 	c.markAt, c.firstAt, c.markGen = time.Now(), time.Time{}, c.gen+1
 	c.mu.Unlock()
+}
+
+// newSince reports whether an event not handled before arrived after t.
+func (c *collector) newSince(t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, at := range c.lastByShard {
+		if at.After(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // sinceMark returns how long after mark the first line came (0: none yet).

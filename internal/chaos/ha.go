@@ -2,11 +2,16 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The control plane's faults: the leader of three coordinator replicas
@@ -157,4 +162,64 @@ func (c *cluster) sampleShardsDown(ctx context.Context, most *int) (stop func())
 		}
 	})
 	return func() { close(done); wg.Wait() }
+}
+
+// brokerNodeKill: kill -9 one node of a three-node NATS cluster with every
+// stream and bucket at three replicas. Clients reconnect to the others, the
+// streams elect new leaders, and nothing is lost or touched: publishing
+// waits (TCP pushes back to Discord) and goes on.
+func brokerNodeKill(ctx context.Context, c *cluster) (time.Duration, string, error) {
+	// The worst one to lose: the event stream's leader, whose loss stops
+	// publishing until the others elect a new one.
+	leader, err := c.streamLeader(ctx)
+	if err != nil {
+		return 0, "", err
+	}
+	victim := c.brokers[len(c.brokers)-1]
+	if i := slices.Index(c.brokerNames, leader); i >= 0 && i < len(c.brokers) {
+		victim = c.brokers[i]
+	}
+	victim.Kill()
+	killed := time.Now()
+	if err := waitFor(ctx, 3*c.cfg.LeaseTTL, "new events after the kill", func() bool { return c.col.newSince(killed) }); err != nil {
+		return 0, "", err
+	}
+	rec := time.Since(killed)
+	// The control plane writes again through the two that are left.
+	if err := waitFor(ctx, 3*c.cfg.LeaseTTL, "a write to the coordinators", func() bool {
+		return c.coordPost(ctx, "/v1/commands", map[string]string{"target": "*", "type": "undrain"}) == nil
+	}); err != nil {
+		return rec, "", err
+	}
+	note := fmt.Sprintf("kill -9 of one NATS node of three (R3), the event stream's leader (%s); recovery is the kill to the consumer's first new event; the longest stall is the max gap (lease TTL %v)", leader, c.cfg.LeaseTTL)
+	return rec, note, nil
+}
+
+// streamLeader is the server name of the event stream's leader in a NATS
+// cluster, asked with the read-only tool's credentials.
+func (c *cluster) streamLeader(ctx context.Context) (string, error) {
+	seed, err := nats.NkeyOptionFromSeed(c.seed("tail"))
+	if err != nil {
+		return "", err
+	}
+	nc, err := nats.Connect(c.natsURL, seed, nats.Name("chaos-observer"))
+	if err != nil {
+		return "", fmt.Errorf("chaos: connecting to NATS: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return "", err
+	}
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(ictx, "GATEHOUSE_EVENTS")
+	if err != nil {
+		return "", fmt.Errorf("chaos: the event stream: %w", err)
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return "", errors.New("chaos: the event stream has no cluster leader")
+	}
+	return info.Cluster.Leader, nil
 }

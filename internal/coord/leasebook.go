@@ -189,20 +189,9 @@ func (b *leaseBook) writeOne(ctx context.Context, w leaseWrite, live map[string]
 	b.mu.Lock()
 	cur, known := b.recs[key]
 	b.mu.Unlock()
-	next := leaseRecord{}
-	if w.node != "" {
-		epoch, isLive := live[w.node]
-		if !isLive {
-			return false, 0, nil // no liveness record: it could not keep a shard
-		}
-		if cur.Holder != "" && cur.Holder != w.node {
-			if e, l := live[cur.Holder]; l && e == cur.Epoch {
-				return false, 0, nil // a live node holds it
-			}
-		}
-		next = leaseRecord{Holder: w.node, Epoch: epoch}
-	} else if !known || cur.Holder != w.prev {
-		return true, 0, nil // a release of what the record does not say: nothing to write
+	next, put, ok := decideWrite(cur, known, w, live)
+	if !put {
+		return ok, 0, nil
 	}
 	data, _ := json.Marshal(next)
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -231,6 +220,33 @@ func (b *leaseBook) writeOne(ctx context.Context, w leaseWrite, live map[string]
 		return true, b.base + got.rev, nil
 	}
 	return false, 0, nil
+}
+
+// decideWrite is the lease invariant, pure: whether a grant or a
+// release may be written over cur (known: the record exists), and what
+// to write. A shard is granted only to a node whose liveness record
+// exists, and only when its record is free, names that node, or names a
+// holder whose liveness record is gone or has another epoch (it
+// restarted, so it holds nothing). A release is written only over the
+// record it releases. put false: nothing to write, and ok says whether
+// that is success (a release with nothing to release) or a refusal.
+func decideWrite(cur leaseRecord, known bool, w leaseWrite, live map[string]uint64) (next leaseRecord, put, ok bool) {
+	if w.node == "" {
+		if !known || cur.Holder != w.prev {
+			return leaseRecord{}, false, true
+		}
+		return leaseRecord{}, true, true
+	}
+	epoch, isLive := live[w.node]
+	if !isLive {
+		return leaseRecord{}, false, false // no liveness record: it could not keep a shard
+	}
+	if cur.Holder != "" && cur.Holder != w.node {
+		if e, l := live[cur.Holder]; l && e == cur.Epoch {
+			return leaseRecord{}, false, false // a live node holds it
+		}
+	}
+	return leaseRecord{Holder: w.node, Epoch: epoch}, true, true
 }
 
 // reread reads key back from the bucket's leader (a watch, in order, not

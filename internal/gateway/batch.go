@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/broker"
@@ -28,7 +29,44 @@ type batcher struct {
 	// pending counts this shard's batches handed to the broker and not yet
 	// answered (the node's inflight counts every shard's).
 	pending sync.WaitGroup
+	// publishing counts Publish calls under way: while one blocks (the
+	// broker pushes back) the shard reads nothing from its connection.
+	publishing atomic.Int32
+	// unanswered counts batches handed to the broker and not yet
+	// answered; progressAt (unix nanoseconds) is when the publish path
+	// last moved: the first of them handed over, or an answer came.
+	unanswered atomic.Int32
+	progressAt atomic.Int64
 }
+
+// publish hands c to the broker, counting the call as under way.
+func (b *batcher) publish(ctx context.Context, c *broker.Batch) error {
+	b.publishing.Add(1)
+	defer b.publishing.Add(-1)
+	if b.unanswered.Add(1) == 1 {
+		b.progressAt.Store(time.Now().UnixNano())
+	}
+	err := b.n.pub.Publish(ctx, c, b.done)
+	if err != nil {
+		b.unanswered.Add(-1) // not handed over: no answer will come
+	}
+	return err
+}
+
+// answered records the broker's answer to one batch.
+func (b *batcher) answered() {
+	b.progressAt.Store(time.Now().UnixNano())
+	b.unanswered.Add(-1)
+}
+
+// stalled reports whether the broker has held this shard's publishing
+// back at now (see publishStalled).
+func (b *batcher) stalled(now time.Time) bool {
+	return publishStalled(int(b.unanswered.Load()), time.Unix(0, b.progressAt.Load()), now)
+}
+
+// blocked reports whether the shard is held in a Publish call now.
+func (b *batcher) blocked() bool { return b.publishing.Load() > 0 }
 
 func (b *batcher) init(n *Node, shard, numShards int, done func(*broker.Batch, error)) {
 	b.n, b.shard, b.numShards, b.done = n, shard, numShards, done
@@ -134,7 +172,7 @@ func (b *batcher) publishLarge(ctx context.Context, session string, h discord.He
 	}
 	b.n.inflight.Add(1)
 	b.pending.Add(1)
-	if err := b.n.pub.Publish(ctx, c, b.done); err != nil {
+	if err := b.publish(ctx, c); err != nil {
 		b.n.inflight.Done()
 		b.pending.Done()
 		return err
@@ -163,7 +201,7 @@ func (b *batcher) flushLocked(ctx context.Context) error {
 	}
 	b.n.inflight.Add(1)
 	b.pending.Add(1)
-	if err := b.n.pub.Publish(ctx, c, b.done); err != nil {
+	if err := b.publish(ctx, c); err != nil {
 		// Not handed over: keep it for the shutdown's last flush. Its
 		// events are not lost either way: the persisted seq only moves on
 		// acknowledged batches.

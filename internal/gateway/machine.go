@@ -507,6 +507,14 @@ func (m *Machine) ready(now time.Time) {
 	m.attempts, m.lost = 0, 0
 }
 
+// ReaderPaused reports that the shell has not been reading the connection
+// (the broker pushes back): the next heartbeat does not judge it a zombie
+// for an ACK that may be waiting unread.
+func (m *Machine) ReaderPaused(now time.Time, dst []Action) []Action {
+	m.heard = true
+	return dst
+}
+
 // Tick fires the timers that are due at now.
 func (m *Machine) Tick(now time.Time, dst []Action) []Action {
 	switch {

@@ -70,6 +70,8 @@ func runTranscript(t *testing.T, tc transcript) *Machine {
 			acts = m.Receive(now, h, []byte(arg), nil)
 		case verb == "grant":
 			acts = m.IdentifyGranted(now, nil)
+		case verb == "paused":
+			acts = m.ReaderPaused(now, nil)
 		case verb == "closed":
 			var code int
 			fmt.Sscan(arg, &code)
@@ -176,6 +178,14 @@ func TestMachineTranscripts(t *testing.T) {
 			want: []string{
 				"connecting: dial wss://gw", "connecting: -", "identifying: gate", "authenticating: send op2", "ready: identified, persist",
 				"ready: send op1 1", "ready: -", "ready: send op1 2",
+			},
+		},
+		{
+			name:  "a reader held by the broker's back-pressure is not a zombie",
+			steps: []string{"start", "connected", hello, "grant", ready, "+500ms", "tick", "+1s", "paused", "tick", "+1s", "tick"},
+			want: []string{
+				"connecting: dial wss://gw", "connecting: -", "identifying: gate", "authenticating: send op2", "ready: identified, persist",
+				"ready: send op1 1", "ready: -", "ready: send op1 1", "ready: close 4000",
 			},
 		},
 		{

@@ -102,6 +102,12 @@ func (r *shardRunner) rearm() {
 }
 
 func (r *shardRunner) onTimer() {
+	if r.batch.blocked() {
+		// The broker pushes back and the reader waits on it: an ACK may
+		// sit unread in the socket. A connection is not judged by what
+		// the shard itself did not read.
+		r.step(r.m.ReaderPaused)
+	}
 	r.step(r.m.Tick)
 }
 
@@ -211,6 +217,7 @@ func (r *shardRunner) onPublished(c *broker.Batch, err error) {
 		}
 		r.n.metrics.published.Add(int64(c.Count))
 	}
+	r.batch.answered()
 	r.n.release(c)
 	r.n.inflight.Done()
 	r.batch.pending.Done()
@@ -230,11 +237,13 @@ func (r *shardRunner) checkSilence(now time.Time) {
 	r.pubMu.Lock()
 	if !ready || PublishMode(r.mode.Load()) == ModeHold { // held events are not published, so not observed
 		r.silence.reset() // a baseline spans one healthy session
-		r.silence.check(now)
+		r.silence.check(now, false)
 		r.pubMu.Unlock()
 		return
 	}
-	t, missed := r.silence.check(now)
+	// While the broker holds publishing back, the shard reads nothing:
+	// the quiet is ours, not Discord's, and does not count.
+	t, missed := r.silence.check(now, r.batch.stalled(now))
 	if t != "" {
 		r.silence.reset()
 	}

@@ -19,6 +19,7 @@ type silenceWatch struct {
 	events float64       // events a silence must have missed to count
 	types  map[string]*typeRate
 	last   time.Time // the previous check
+	heldAt time.Time // the last check the broker held the shard back at
 }
 
 // typeRate is one event type's rate on a shard.
@@ -52,10 +53,18 @@ func (w *silenceWatch) observe(t string, n int) {
 // returns the type that has gone silent, if any ("" otherwise). A type
 // counts only after a baseline is established: at least SilenceEvents
 // events, flowing for at least SilenceAfter.
-func (w *silenceWatch) check(now time.Time) (silent string, missed float64) {
+//
+// held says that the broker held the shard's publishing back (see
+// publishStalled): nothing it read could be counted, so the time since the
+// last check is not silence: absence counts from the last held check on,
+// and nothing is reported while held.
+func (w *silenceWatch) check(now time.Time, held bool) (silent string, missed float64) {
 	dt := now.Sub(w.last).Seconds()
 	first := w.last.IsZero()
 	w.last = now
+	if held {
+		w.heldAt = now
+	}
 	if first || dt <= 0 {
 		for _, tr := range w.types {
 			tr.count = 0
@@ -77,10 +86,16 @@ func (w *silenceWatch) check(now time.Time) (silent string, missed float64) {
 		}
 		tr.total += tr.count
 		tr.count = 0
+		if held {
+			continue
+		}
 		if float64(tr.total) < w.events || tr.lastSeen.Sub(tr.first) < w.after || tr.seenRate <= 0 {
 			continue // no baseline yet
 		}
 		gap := now.Sub(tr.lastSeen)
+		if !w.heldAt.IsZero() {
+			gap = min(gap, now.Sub(w.heldAt)) // absence counts from the hold's end
+		}
 		need := max(w.after, time.Duration(w.events/tr.seenRate*float64(time.Second)))
 		if gap >= need {
 			if m := gap.Seconds() * tr.seenRate; m > missed {
@@ -89,6 +104,18 @@ func (w *silenceWatch) check(now time.Time) (silent string, missed float64) {
 		}
 	}
 	return silent, missed
+}
+
+// stallAfter is how long the publish path may go without an answer,
+// while batches are outstanding, before the shard counts as held back.
+// Acknowledgements normally take milliseconds.
+const stallAfter = 500 * time.Millisecond
+
+// publishStalled is whether a shard with unanswered batches outstanding,
+// whose publish path last moved at progressAt, is held back by the broker
+// at now.
+func publishStalled(unanswered int, progressAt, now time.Time) bool {
+	return unanswered > 0 && now.Sub(progressAt) >= stallAfter
 }
 
 // reset forgets every baseline, after the shard was cycled: a type that

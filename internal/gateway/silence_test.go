@@ -52,14 +52,14 @@ func TestSilenceWatch(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			w := newSilenceWatch(tt.after, tt.events)
 			now := time.Unix(1000, 0)
-			w.check(now)
+			w.check(now, false)
 			reported := false
 			for i, s := range tt.secs {
 				for typ, n := range s.counts {
 					w.observe(typ, n)
 				}
 				now = now.Add(time.Second)
-				got, _ := w.check(now)
+				got, _ := w.check(now, false)
 				if reported {
 					continue // the shell resets after a report
 				}
@@ -80,22 +80,75 @@ func TestSilenceWatch(t *testing.T) {
 func TestSilenceWatchReset(t *testing.T) {
 	w := newSilenceWatch(2*time.Second, 10)
 	now := time.Unix(1000, 0)
-	w.check(now)
+	w.check(now, false)
 	for range 10 {
 		w.observe("A", 10)
 		now = now.Add(time.Second)
-		w.check(now)
+		w.check(now, false)
 	}
 	var reports int
 	for range 60 {
 		now = now.Add(time.Second)
-		if typ, _ := w.check(now); typ != "" {
+		if typ, _ := w.check(now, false); typ != "" {
 			reports++
 			w.reset()
 		}
 	}
 	if reports != 1 {
 		t.Errorf("%d reports over a minute of a type that ended, want 1", reports)
+	}
+}
+
+// TestSilenceWatchHeld: time the broker held publishing back is not
+// silence. A type flowing at 10/s, then 5 s held (nothing published), then
+// a second quiet: no report, since the shard was only quiet for that one
+// second; it is reported once its absence outlasts the window again. B,
+// a burst shorter than the window before the hold (GUILD_CREATEs after
+// READY), never has a baseline, before the hold or after.
+func TestSilenceWatchHeld(t *testing.T) {
+	w := newSilenceWatch(2*time.Second, 10)
+	now := time.Unix(1000, 0)
+	w.check(now, false)
+	for i := range 10 {
+		if i < 2 {
+			w.observe("B", 300)
+		}
+		w.observe("A", 10)
+		now = now.Add(time.Second)
+		w.check(now, false)
+	}
+	for i := range 5 {
+		now = now.Add(time.Second)
+		if typ, _ := w.check(now, true); typ != "" {
+			t.Fatalf("held second %d: reported %s", i+1, typ)
+		}
+	}
+	now = now.Add(time.Second)
+	if typ, _ := w.check(now, false); typ != "" {
+		t.Fatalf("1 s after the hold: reported %s, want nothing", typ)
+	}
+	now = now.Add(time.Second)
+	if typ, _ := w.check(now, false); typ != "A" {
+		t.Fatalf("2 s after the hold: reported %q, want A", typ)
+	}
+}
+
+func TestPublishStalled(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		unanswered int
+		since      time.Duration
+		want       bool
+	}{
+		{0, time.Hour, false},             // nothing outstanding: idle, not stalled
+		{3, 10 * time.Millisecond, false}, // answers coming
+		{1, stallAfter - time.Millisecond, false},
+		{1, stallAfter, true},
+		{64, 5 * time.Second, true},
+	} {
+		if got := publishStalled(tc.unanswered, t0, t0.Add(tc.since)); got != tc.want {
+			t.Errorf("publishStalled(%d, %v since progress) = %v, want %v", tc.unanswered, tc.since, got, tc.want)
+		}
 	}
 }
 

@@ -264,3 +264,6 @@ func (l *KeyLease) Done(now, sent time.Time, op KeyOp, rev uint64, out KeyOutcom
 // Release asks for the key to be given up (a graceful shutdown): Next
 // returns the delete, and nothing more is written.
 func (l *KeyLease) Release() { l.released = true }
+
+// Released reports whether Release was called.
+func (l *KeyLease) Released() bool { return l.released }

@@ -27,6 +27,10 @@ type BeatConfig struct {
 	Warmup   time.Duration // after every worker connected; default 3s
 	Measure  time.Duration // default 15s
 	Logs     io.Writer     // the coordinator's stderr; nil discards
+	// ViaFollower runs two coordinator replicas on a gatehouse broker and
+	// sends every request to the one that does not lead, which forwards
+	// it: the cost of a hop through a follower.
+	ViaFollower bool
 }
 
 // BeatResult is one run.
@@ -39,7 +43,7 @@ type BeatResult struct {
 	// read, as the worker sees them.
 	P50, P90, P99, Max time.Duration
 	FirstError         string  // the first error in the window, if any
-	CoordCPUSeconds    float64 // the coordinator process's CPU in the window
+	CoordCPUSeconds    float64 // the coordinator processes' CPU in the window (both replicas with ViaFollower)
 	LoadCPUSeconds     float64 // this process (the workers) in the window
 }
 
@@ -108,14 +112,37 @@ func RunBeats(ctx context.Context, cfg BeatConfig) (BeatResult, error) {
 		logs = io.Discard
 	}
 	const secret = "bench-worker-secret"
-	co, err := StartChild(ctx, ChildConfig{Exe: cfg.Exe, Args: []string{"coordinator", "-listen", "127.0.0.1:0", "-shard-count", strconv.Itoa(cfg.Workers),
-		"-connects-per-minute", strconv.Itoa(10 * cfg.Workers), "-beat-timeout", (10 * cfg.Interval).String(), "-log-level", "warn"},
-		Env: []string{"GATEHOUSE_ADMIN_TOKEN=bench-admin-secret", "GATEHOUSE_WORKER_TOKEN=" + secret}, Logs: logs, Ready: []string{"gatehouse coordinator: API on "}})
-	if err != nil {
-		return BeatResult{}, err
+	env := []string{"GATEHOUSE_ADMIN_TOKEN=bench-admin-secret", "GATEHOUSE_WORKER_TOKEN=" + secret}
+	coArgs := []string{"coordinator", "-listen", "127.0.0.1:0", "-shard-count", strconv.Itoa(cfg.Workers),
+		"-connects-per-minute", strconv.Itoa(10 * cfg.Workers), "-beat-timeout", (10 * cfg.Interval).String(), "-log-level", "warn"}
+	var coords []*Child
+	defer func() {
+		for _, c := range coords {
+			c.stop()
+		}
+	}()
+	base := ""
+	if cfg.ViaFollower {
+		rs, err := StartReplicas(ctx, cfg.Exe, 2, env, coArgs[1:], logs)
+		if err != nil {
+			return BeatResult{}, err
+		}
+		defer rs.Stop()
+		leader, err := rs.WaitLeader(ctx, 30*time.Second)
+		if err != nil {
+			return BeatResult{}, err
+		}
+		base = rs.URLs[1-leader]
+		coords = append(coords, rs.Coords...)
+		rs.Coords = nil // stopped with the others, before the broker
+	} else {
+		co, err := StartChild(ctx, ChildConfig{Exe: cfg.Exe, Args: coArgs, Env: env, Logs: logs, Ready: []string{"gatehouse coordinator: API on "}})
+		if err != nil {
+			return BeatResult{}, err
+		}
+		coords = append(coords, co)
+		base, _, _ = strings.Cut(co.lines[0], " ")
 	}
-	defer co.stop()
-	base, _, _ := strings.Cut(co.lines[0], " ")
 
 	// Connecting is not measured: one shared client does it.
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext}
@@ -193,7 +220,18 @@ func RunBeats(ctx context.Context, cfg BeatConfig) (BeatResult, error) {
 		wg.Wait()
 		return BeatResult{}, ctx.Err()
 	}
-	c0, err := ProcessCPU(co.PID())
+	cpu := func() (time.Duration, error) {
+		var sum time.Duration
+		for _, c := range coords {
+			d, err := ProcessCPU(c.PID())
+			if err != nil {
+				return 0, err
+			}
+			sum += d
+		}
+		return sum, nil
+	}
+	c0, err := cpu()
 	if err != nil {
 		return BeatResult{}, err
 	}
@@ -204,7 +242,7 @@ func RunBeats(ctx context.Context, cfg BeatConfig) (BeatResult, error) {
 	case <-ctx.Done():
 	}
 	hist.on.Store(false)
-	c1, _ := ProcessCPU(co.PID())
+	c1, _ := cpu()
 	l1, t1 := SelfCPU(), time.Now()
 	cancel()
 	wg.Wait()

@@ -101,14 +101,16 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 		args = append(args, "-batch-compress", cfg.BatchCompress)
 	}
 	var brk *Child
+	seeds := dir + "/node/credentials"
 	if cfg.SeparateBroker {
+		seeds = dir + "/broker/credentials"
 		brk, err = startChild(ctx, cfg.Exe, []string{"broker", "-listen", "127.0.0.1:0", "-data-dir", dir + "/broker", "-log-level", "warn"}, logs, "gatehouse broker: NATS at ")
 		if err != nil {
 			return IngestResult{}, err
 		}
 		defer brk.stop()
 		brokerURL, _, _ := strings.Cut(brk.lines[0], ",")
-		args = append(args, "-nats", brokerURL)
+		args = append(args, "-nats", brokerURL, "-nats-nkey", seeds+"/node.nk")
 	} else {
 		args = append(args, "-nats", "embedded", "-nats-listen", "127.0.0.1:0", "-data-dir", dir+"/node")
 	}
@@ -122,7 +124,11 @@ func RunGatewayIngest(ctx context.Context, cfg GatewayIngestConfig) (IngestResul
 	statusURL := strings.TrimSpace(gw.lines[1])
 
 	// The consumer: a durable pull consumer acking every batch.
-	nc, err := nats.Connect(natsURL, nats.Name("gatehouse-bench-consumer"))
+	seed, err := nats.NkeyOptionFromSeed(seeds + "/worker.nk")
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("loadtest: consumer credentials: %w", err)
+	}
+	nc, err := nats.Connect(natsURL, nats.Name("gatehouse-bench-consumer"), seed)
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("loadtest: consumer: %w", err)
 	}

@@ -116,6 +116,16 @@ func (b *Broker) open(ctx context.Context) error {
 			opts = append(opts, nats.Timeout(d))
 		}
 	}
+	if cfg.NKeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return fmt.Errorf("%w: the nkey seed %s: %v", ErrAuth, cfg.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
 	var (
 		conn *nats.Conn
 		err  error
@@ -129,7 +139,7 @@ func (b *Broker) open(ctx context.Context) error {
 		conn, err = nats.Connect(cfg.URL, opts...)
 	}
 	if err != nil {
-		return fmt.Errorf("natsbroker: connect: %w", err)
+		return fmt.Errorf("natsbroker: connect: %w", ExplainAuth(err))
 	}
 	b.conn = conn
 
@@ -143,6 +153,22 @@ func (b *Broker) open(ctx context.Context) error {
 		return fmt.Errorf("natsbroker: jetstream: %w", err)
 	}
 
+	if cfg.Cluster != "" {
+		// JetStream in a cluster answers once a quorum of its nodes has
+		// elected a leader: wait for the others.
+		b.log.Info("waiting for the cluster's other nodes", "routes", cfg.Routes)
+		for {
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := b.js.AccountInfo(actx)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("natsbroker: the cluster did not form (is a majority of its nodes up?): %w", err)
+			}
+		}
+	}
 	maxPayload := int(conn.MaxPayload())
 	margin := min(headerMargin, maxPayload/2)
 	b.maxBody = maxPayload - margin
@@ -190,7 +216,7 @@ func (b *Broker) startServer(ctx context.Context) error {
 	cfg := b.cfg
 	debug := b.log.Enabled(ctx, slog.LevelDebug)
 	opts := &server.Options{
-		ServerName:   "gatehouse",
+		ServerName:   cfg.ServerName,
 		JetStream:    true,
 		StoreDir:     cfg.DataDir,
 		SyncInterval: cfg.SyncInterval,
@@ -198,6 +224,26 @@ func (b *Broker) startServer(ctx context.Context) error {
 		MaxPayload:   int32(cfg.MaxPayload),
 		NoSigs:       true,
 		NoLog:        !debug,
+	}
+	if len(cfg.Users) > 0 {
+		opts.Nkeys = cfg.serverUsers()
+	}
+	if cfg.Cluster != "" {
+		host, port, _ := splitListen(cfg.Cluster)
+		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port, Username: clusterUser, Password: cfg.ClusterSecret,
+			ConnectRetries: -1}
+		for _, r := range cfg.Routes {
+			u, _ := url.Parse(r)
+			u.User = url.UserPassword(clusterUser, cfg.ClusterSecret)
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	if cfg.TLSCert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
+		if err != nil {
+			return fmt.Errorf("%w: TLS: %v", ErrConfig, err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSTimeout = tc, true, 2
 	}
 	if cfg.NoListen {
 		opts.DontListen = true
@@ -227,12 +273,17 @@ func (b *Broker) startServer(ctx context.Context) error {
 	if !ns.JetStreamEnabled() {
 		return fmt.Errorf("natsbroker: embedded server: JetStream did not start (store dir %s)", cfg.DataDir)
 	}
+
 	if addr, ok := ns.Addr().(*net.TCPAddr); ok && !cfg.NoListen {
 		ip := addr.IP
 		if ip == nil || ip.IsUnspecified() {
 			ip = net.IPv4(127, 0, 0, 1)
 		}
-		u := url.URL{Scheme: "nats", Host: net.JoinHostPort(ip.String(), strconv.Itoa(addr.Port))}
+		scheme := "nats"
+		if cfg.TLSCert != "" {
+			scheme = "tls"
+		}
+		u := url.URL{Scheme: scheme, Host: net.JoinHostPort(ip.String(), strconv.Itoa(addr.Port))}
 		b.clientURL = u.String()
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,20 @@ type Config struct {
 	// SyncAlways makes the embedded server fsync every write. Safest and
 	// much slower.
 	SyncAlways bool
+	// Cluster, when set, makes the embedded server one node of a NATS
+	// cluster: its route listener's "host:port". Routes are the other
+	// nodes' route URLs (nats://host:port); ClusterSecret is the password
+	// every node of the cluster shares (routes are refused without it).
+	// JetStream then replicates across the cluster: use Replicas 3 on
+	// three nodes.
+	Cluster       string
+	Routes        []string
+	ClusterSecret string
+	// ClusterName names the cluster. Default "gatehouse".
+	ClusterName string
+	// ServerName names the embedded server, unique within a cluster.
+	// Default "gatehouse", or "gatehouse-<route port>" in a cluster.
+	ServerName string
 	// MaxPayload is the embedded server's max_payload in bytes, and so the
 	// largest message. Default 8 MiB; at most 64 MiB. With URL set the
 	// server's own setting applies.
@@ -120,6 +135,19 @@ type Config struct {
 	// Default 5s.
 	DrainTimeout time.Duration
 
+	// Users are the identities the embedded server admits, each with the
+	// permissions of its roles (see Role). Empty: the server admits anyone,
+	// for tests only; every command of the gatehouse binary sets them.
+	Users []User
+	// NKeyFile is the nkey seed file this process connects with (see
+	// MakeCredentials); empty connects without credentials.
+	NKeyFile string
+	// TLSCert and TLSKey make the embedded server require TLS of every
+	// client that connects over the network (in-process connections need
+	// none). TLSCA is the certificate authority this process trusts for
+	// the server's certificate (empty: the system's).
+	TLSCert, TLSKey, TLSCA string
+
 	// Name is the client connection's name, shown in server monitoring.
 	Name string
 	// Logger receives the broker's logs; nil discards them. The embedded
@@ -144,6 +172,32 @@ func (c Config) withDefaults() (Config, error) {
 				return bad("Listen", err)
 			}
 		}
+	}
+	if c.Cluster != "" {
+		if c.URL != "" {
+			return bad("Cluster", "is for an embedded server (no URL)")
+		}
+		_, port, err := splitListen(c.Cluster)
+		if err != nil || port <= 0 {
+			return bad("Cluster", fmt.Sprintf("%q: want host:port with a port", c.Cluster))
+		}
+		if c.ClusterSecret == "" {
+			return bad("ClusterSecret", `"" (a cluster's routes must authenticate)`)
+		}
+		if c.ClusterName == "" {
+			c.ClusterName = "gatehouse"
+		}
+		if c.ServerName == "" {
+			c.ServerName = "gatehouse-" + strconv.Itoa(port)
+		}
+		for _, r := range c.Routes {
+			if u, err := url.Parse(r); err != nil || u.Host == "" {
+				return bad("Routes", strconv.Quote(r))
+			}
+		}
+	}
+	if c.ServerName == "" {
+		c.ServerName = "gatehouse"
 	}
 	switch {
 	case c.SyncInterval < 0:
@@ -230,6 +284,9 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("DrainTimeout", c.DrainTimeout)
 	case c.DrainTimeout == 0:
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return bad("TLSCert", "and TLSKey go together")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

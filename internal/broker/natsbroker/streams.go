@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -30,9 +32,34 @@ func (b *Broker) replicasFor(kind, name string, have int) (int, error) {
 	return want, nil
 }
 
+// retried runs op with a bounded wait per attempt until it succeeds, fails
+// for good, or ctx ends: in a cluster, a stream being created or electing
+// its leader answers nothing for a while, and a request sent then is lost.
+func retried[T any](ctx context.Context, op func(context.Context) (T, error)) (T, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := op(actx)
+		cancel()
+		transient := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+			errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || strings.Contains(fmt.Sprint(err), "temporarily unavailable")
+		if err == nil || !transient || ctx.Err() != nil {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // ensureStream creates or updates the event stream (Manage), or binds to
 // it.
 func (b *Broker) ensureStream(ctx context.Context, sc jetstream.StreamConfig) (jetstream.Stream, error) {
+	return retried(ctx, func(ctx context.Context) (jetstream.Stream, error) { return b.ensureStreamOnce(ctx, sc) })
+}
+
+func (b *Broker) ensureStreamOnce(ctx context.Context, sc jetstream.StreamConfig) (jetstream.Stream, error) {
 	have := 0
 	st, err := b.js.Stream(ctx, sc.Name)
 	switch {
@@ -65,6 +92,10 @@ func (b *Broker) ensureStream(ctx context.Context, sc jetstream.StreamConfig) (j
 // ensureBucket creates or updates a key-value bucket (Manage), or binds
 // to it.
 func (b *Broker) ensureBucket(ctx context.Context, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	return retried(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return b.ensureBucketOnce(ctx, kc) })
+}
+
+func (b *Broker) ensureBucketOnce(ctx context.Context, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	have := 0
 	kv, err := b.js.KeyValue(ctx, kc.Bucket)
 	switch {

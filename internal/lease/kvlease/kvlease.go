@@ -319,9 +319,12 @@ func (k *Keeper) settleLocked() {
 	if after == k.epoch {
 		return
 	}
-	if after != 0 {
+	switch {
+	case after != 0:
 		k.log.Info("lease taken", "key", k.cfg.Key, "owner", k.cfg.Owner, "epoch", after)
-	} else {
+	case k.core.Released():
+		k.log.Info("lease given up", "key", k.cfg.Key, "owner", k.cfg.Owner)
+	default:
 		k.log.Warn("lease lost", "key", k.cfg.Key, "owner", k.cfg.Owner)
 	}
 	k.epoch = after
