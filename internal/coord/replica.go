@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -80,6 +81,9 @@ type replica struct {
 	endTerm context.CancelFunc
 	termWG  sync.WaitGroup
 }
+
+// whyShutdown is stepDown's reason at a graceful stop.
+const whyShutdown = "shutting down"
 
 const (
 	stateKey    = "coordinator"
@@ -282,7 +286,7 @@ func (c *Coordinator) runReplica(ctx context.Context) error {
 		_, held := c.rep.keeper.Held()
 		switch {
 		case held && !c.rep.leading.Load():
-			if err := c.takeOver(ctx); err != nil {
+			if err := c.takeOver(ctx); err != nil && ctx.Err() == nil {
 				c.log.Error("taking over as leader failed; trying again", "err", err)
 			}
 			nextRefresh = time.Time{}
@@ -302,7 +306,7 @@ func (c *Coordinator) runReplica(ctx context.Context) error {
 		case <-ctx.Done():
 			if c.rep.leading.Load() {
 				c.save(context.WithoutCancel(ctx), true)
-				c.stepDown("shutting down")
+				c.stepDown(whyShutdown)
 			}
 			stopElection() // gives the leadership up for the next replica
 			return nil
@@ -397,7 +401,11 @@ func (c *Coordinator) stepDown(why string) {
 	if !c.rep.leading.Swap(false) {
 		return
 	}
-	c.log.Warn("stepping down as leader", "replica", c.rep.id, "why", why)
+	lvl := slog.LevelWarn
+	if why == whyShutdown {
+		lvl = slog.LevelInfo // the next replica takes over at once
+	}
+	c.log.Log(context.Background(), lvl, "stepping down as leader", "replica", c.rep.id, "why", why)
 	if c.rep.endTerm != nil {
 		c.rep.endTerm()
 	}
