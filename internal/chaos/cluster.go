@@ -377,20 +377,7 @@ func (c *cluster) leader(ctx context.Context) int {
 		if c.coords[i] == nil || !c.coords[i].Running() {
 			continue
 		}
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/status", nil)
-		req.Header.Set("Authorization", "Bearer "+adminToken)
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			continue
-		}
-		var st struct {
-			Replica struct {
-				Role string `json:"role"`
-			} `json:"replica"`
-		}
-		json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if resp.StatusCode == 200 && st.Replica.Role == "leader" {
+		if loadtest.ReplicaRole(ctx, c.hc, "http://"+addr, adminToken) == "leader" {
 			return i
 		}
 	}

@@ -133,8 +133,7 @@ func RunBeats(ctx context.Context, cfg BeatConfig) (BeatResult, error) {
 			return BeatResult{}, err
 		}
 		base = rs.URLs[1-leader]
-		coords = append(coords, rs.Coords...)
-		rs.Coords = nil // stopped with the others, before the broker
+		coords = append(coords, rs.Coords...) // rs.Stop stops them, then the broker
 	} else {
 		co, err := StartChild(ctx, ChildConfig{Exe: cfg.Exe, Args: coArgs, Env: env, Logs: logs, Ready: []string{"gatehouse coordinator: API on "}})
 		if err != nil {

@@ -93,24 +93,33 @@ func (r *Replicas) Leader(ctx context.Context) int {
 		if r.Coords[i] == nil || !r.Coords[i].Running() {
 			continue
 		}
-		req, _ := http.NewRequestWithContext(ctx, "GET", u+"/v1/status", nil)
-		req.Header.Set("Authorization", "Bearer "+r.Admin)
-		resp, err := r.hc.Do(req)
-		if err != nil {
-			continue
-		}
-		var st struct {
-			Replica struct {
-				Role string `json:"role"`
-			} `json:"replica"`
-		}
-		json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if st.Replica.Role == "leader" {
+		if ReplicaRole(ctx, r.hc, u, r.Admin) == "leader" {
 			return i
 		}
 	}
 	return -1
+}
+
+// ReplicaRole asks the coordinator at base (http://HOST:PORT) for its
+// role among the replicas ("leader", "follower"), with an admin or
+// status token; "" when it does not answer.
+func ReplicaRole(ctx context.Context, hc *http.Client, base, token string) string {
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Replica struct {
+			Role string `json:"role"`
+		} `json:"replica"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return ""
+	}
+	return st.Replica.Role
 }
 
 // WaitLeader waits until a replica leads and returns it.
