@@ -90,6 +90,11 @@ const (
 	identifyKey = "identify"
 )
 
+// forwardConns bounds the connections a follower keeps to the leader.
+// Long polls and push channels hold one each for their length, so it is
+// sized well above a fleet's nodes.
+const forwardConns = 512
+
 // headers of a request one replica forwards to the leader.
 const (
 	headerForwardedBy = "Gatehouse-Forwarded-By"
@@ -118,8 +123,12 @@ func newReplica(cfg Config) (*replica, error) {
 	r.proxy = &httputil.ReverseProxy{
 		Rewrite:       r.rewrite,
 		FlushInterval: -1, // long polls and the push channel stream
-		Transport: &http.Transport{Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
-			ResponseHeaderTimeout: 0, ForceAttemptHTTP2: false},
+		// Requests wait for one of a bounded set of kept-alive connections
+		// rather than dialing more: with thousands of workers beating, a
+		// connection per request would churn through the ephemeral ports
+		// (every closed one waits a minute in TIME_WAIT).
+		Transport: &http.Transport{Proxy: nil, MaxConnsPerHost: forwardConns, MaxIdleConns: forwardConns, MaxIdleConnsPerHost: forwardConns,
+			IdleConnTimeout: 90 * time.Second},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			if req.Context().Value(noAnswerKey{}) != nil {
 				abort(w)
