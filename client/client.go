@@ -329,6 +329,10 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 				// A permission the broker refused shows here, not as an
 				// error of the call that caused it.
+				if sub != nil {
+					c.log.Warn("nats error", "subject", sub.Subject, "err", err)
+					return
+				}
 				c.log.Warn("nats error", "err", err)
 			}),
 		}

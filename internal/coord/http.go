@@ -31,6 +31,9 @@ type route struct {
 	// noAnswer: the route's clients take any answer as permission
 	// (twilight's gateway-queue), so a refusal closes the connection.
 	noAnswer bool
+	// follower: the handler serves a follower itself rather than being
+	// forwarded (Shardman's beats, which a follower batches).
+	follower bool
 }
 
 func (c *Coordinator) routes() []route {
@@ -58,7 +61,9 @@ func (c *Coordinator) routes() []route {
 		{method: "", pattern: "/queue", h: c.twilightQueue, noAnswer: true},
 		// Shardman: its own secret check and statuses.
 		{method: "GET", pattern: "/connect", h: c.shardmanConnect},
-		{method: "POST", pattern: "/beat", h: c.shardmanBeat},
+		{method: "POST", pattern: "/beat", h: c.shardmanBeat, follower: true},
+		// between replicas: a follower's batch of Shardman beats.
+		{method: "POST", pattern: coordapi.ReplicaBeatsPath, h: c.replicaBeats, bigBody: true},
 		// glance.
 		{method: "POST", pattern: "/api/status/{cluster}/{id}/{state}", role: RoleWorker, h: c.glanceStatus},
 		{method: "POST", pattern: "/api/health/{cluster}/{id}", role: RoleWorker, h: c.glanceHealth},
@@ -84,7 +89,7 @@ func (c *Coordinator) handle(rt route) http.Handler {
 				return
 			}
 		}
-		if !rt.read && !c.Leading() {
+		if !rt.read && !rt.follower && !c.Leading() {
 			c.forward(w, r, rt)
 			return
 		}

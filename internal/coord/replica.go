@@ -64,6 +64,12 @@ type replica struct {
 	// token, which every replica has.
 	forwardKey string
 	proxy      *httputil.ReverseProxy
+	hc         *http.Client // to the leader, over the proxy's connections
+
+	// beats batches the Shardman beats this replica answers while it
+	// follows (beatMu guards it).
+	beatMu sync.Mutex
+	beats  *beatBatch
 
 	leading atomic.Bool                   // this replica leads, its takeover done
 	view    atomic.Pointer[coordapi.View] // the leader's, as last received
@@ -119,7 +125,8 @@ func newReplica(cfg Config) (*replica, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256([]byte("gatehouse replica forward\x00" + cfg.Tokens.Admin))
-	r := &replica{ctl: cfg.Control, id: cfg.ReplicaID, url: strings.TrimRight(cfg.Advertise, "/"), keeper: k, forwardKey: hex.EncodeToString(sum[:])}
+	r := &replica{ctl: cfg.Control, id: cfg.ReplicaID, url: strings.TrimRight(cfg.Advertise, "/"), keeper: k, forwardKey: hex.EncodeToString(sum[:]),
+		beats: newBeatBatch(cfg.BeatTimeout)}
 	r.proxy = &httputil.ReverseProxy{
 		Rewrite:       r.rewrite,
 		FlushInterval: -1, // long polls and the push channel stream
@@ -138,6 +145,7 @@ func newReplica(cfg Config) (*replica, error) {
 		},
 		ErrorLog: nil,
 	}
+	r.hc = &http.Client{Transport: r.proxy.Transport}
 	return r, nil
 }
 
@@ -287,6 +295,7 @@ func (c *Coordinator) runReplica(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { c.followViews(ctx) })
+	wg.Go(func() { c.flushBeats(ctx) })
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var nextRefresh time.Time
@@ -554,6 +563,9 @@ func (c *Coordinator) followViews(ctx context.Context) {
 			continue
 		}
 		for data := range ch {
+			if c.Leading() {
+				continue // our own: a view is megabytes with thousands of workers
+			}
 			var v coordapi.View
 			if err := json.Unmarshal(data, &v); err != nil {
 				c.log.Warn("unreadable view from the leader", "err", err)

@@ -420,3 +420,102 @@ func TestReplicaKeepsReshard(t *testing.T) {
 		t.Fatalf("the new generation after the failover: %+v; want %v renewed", o.Next, next)
 	}
 }
+
+// TestReplicaFollowerBatchesBeats: Shardman workers beat through a
+// follower. The leader records every beat, batched or not; a session the
+// leader drops hears 404 from the follower at its next beat but one.
+func TestReplicaFollowerBatchesBeats(t *testing.T) {
+	srv := startNATS(t)
+	ra := startReplica(t, srv, "ra", nil)
+	waitLeader(t, 5*time.Second, ra)
+	rb := startReplica(t, srv, "rb", nil)
+	if rb.c.Leading() {
+		t.Fatal("the second replica leads")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, ok := rb.c.rep.leaderURL(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the follower does not see the leader")
+		}
+	}
+	shardman := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, rb.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", testTokens.Worker)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(data)
+	}
+	code, body := shardman("GET", "/connect", "")
+	var sess struct {
+		SessionID string `json:"session_id"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &sess) != nil {
+		t.Fatalf("GET /connect through the follower: %d %s", code, body)
+	}
+	leaderSaw := func() (guilds int, ok bool) {
+		ra.c.mu.Lock()
+		defer ra.c.mu.Unlock()
+		s, ok := ra.c.shardman.byID[sess.SessionID]
+		if !ok || s.guildCount == nil {
+			return 0, ok
+		}
+		return *s.guildCount, true
+	}
+	beat := func(guilds int) int {
+		code, body := shardman("POST", "/beat", fmt.Sprintf(`{"session_id":%q,"guild_count":%d}`, sess.SessionID, guilds))
+		if code != 204 && code != 404 {
+			t.Fatalf("beat: %d %s", code, body)
+		}
+		return code
+	}
+	waitSaw := func(guilds int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if g, _ := leaderSaw(); g == guilds {
+				return
+			}
+			if time.Now().After(deadline) {
+				g, ok := leaderSaw()
+				t.Fatalf("the leader has guild_count %d (session known: %v), want %d", g, ok, guilds)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if beat(1) != 204 {
+		t.Fatal("the first beat was refused")
+	}
+	waitSaw(1)
+	for g := 2; g <= 5; g++ {
+		if beat(g) != 204 {
+			t.Fatalf("beat %d was refused", g)
+		}
+	}
+	waitSaw(5)
+	rb.c.rep.beatMu.Lock()
+	batched := len(rb.c.rep.beats.known) == 1
+	rb.c.rep.beatMu.Unlock()
+	if !batched {
+		t.Error("the follower does not batch the session's beats")
+	}
+
+	// The leader drops the session (as when it expires).
+	ra.c.mu.Lock()
+	delete(ra.c.shardman.byID, sess.SessionID)
+	ra.c.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for beat(6) != 404 {
+		if time.Now().After(deadline) {
+			t.Fatal("beats of a session the leader dropped are still answered 204")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

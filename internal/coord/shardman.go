@@ -103,13 +103,9 @@ func (m *shardman) list() []coordapi.ShardmanSession {
 	return out
 }
 
-// shardmanBeat is a parsed /beat body.
-type shardmanBeat struct {
-	SessionID  string
-	GuildCount *int     // nil: null
-	Latency    *float64 // nil: null
-	Extra      json.RawMessage
-}
+// shardmanBeat is a parsed /beat body (GuildCount and Latency nil for
+// null); it is also what a follower hands the leader in a batch.
+type shardmanBeat = coordapi.ReplicaBeat
 
 // fieldError is one entry of a FastAPI-style 422 body.
 type fieldError struct {
@@ -305,9 +301,19 @@ func (c *Coordinator) shardmanBeat(w http.ResponseWriter, r *http.Request) error
 		shardmanDetail(w, err)
 		return nil
 	}
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		shardmanDetail(w, err)
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
 	b, err := parseBeat(r)
 	if err != nil {
 		shardmanDetail(w, err)
+		return nil
+	}
+	if c.rep != nil && !c.Leading() {
+		c.followerBeat(w, r, raw, b)
 		return nil
 	}
 	c.mu.Lock()

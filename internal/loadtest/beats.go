@@ -259,7 +259,27 @@ func RunBeats(ctx context.Context, cfg BeatConfig) (BeatResult, error) {
 	}, nil
 }
 
+// shardmanConnect takes a session. A 503 (a follower that has not yet
+// seen the leader's record) is tried again, as a worker would, for up to
+// 10 s.
 func shardmanConnect(ctx context.Context, hc *http.Client, base, secret string) (string, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		id, err := shardmanConnectOnce(ctx, hc, base, secret)
+		if !errors.Is(err, errUnavailable) || time.Now().After(deadline) {
+			return id, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var errUnavailable = errors.New("503")
+
+func shardmanConnectOnce(ctx context.Context, hc *http.Client, base, secret string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/connect", nil)
 	if err != nil {
 		return "", err
@@ -271,6 +291,9 @@ func shardmanConnect(ctx context.Context, hc *http.Client, base, secret string) 
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return "", fmt.Errorf("GET /connect: %w: %s", errUnavailable, body)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("GET /connect: %s: %s", resp.Status, body)
 	}

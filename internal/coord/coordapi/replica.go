@@ -1,6 +1,9 @@
 package coordapi
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // ReplicaInfo names one coordinator replica.
 type ReplicaInfo struct {
@@ -29,4 +32,30 @@ type View struct {
 	Status  Status       `json:"status"`
 	Shards  ShardList    `json:"shards"`
 	Planner PlannerState `json:"planner"`
+}
+
+// ReplicaBeatsPath is where a follower hands the leader the Shardman
+// beats it took (POST, ReplicaBeats in, ReplicaBeatsAnswer out). Only
+// replicas call it: it needs the replicas' forward key.
+const ReplicaBeatsPath = "/v1/replica/beats"
+
+// ReplicaBeats is a batch of Shardman beats a follower answered itself,
+// the latest of each session, for the leader to record.
+type ReplicaBeats struct {
+	Beats []ReplicaBeat `json:"beats"`
+}
+
+// ReplicaBeat is one worker's latest beat (the /beat body, parsed).
+type ReplicaBeat struct {
+	SessionID  string          `json:"session_id"`
+	GuildCount *int            `json:"guild_count"`
+	Latency    *float64        `json:"latency"`
+	Extra      json.RawMessage `json:"extra,omitempty"`
+}
+
+// ReplicaBeatsAnswer names the sessions of a batch the leader does not
+// know (expired or never connected); their next beat goes to the leader
+// unbatched, so that their workers hear 404.
+type ReplicaBeatsAnswer struct {
+	Unknown []string `json:"unknown"`
 }
