@@ -1,8 +1,6 @@
 package coord
 
-import (
-	"time"
-)
+import "time"
 
 // beatBatch is the pure core of a follower's Shardman beats. A beat is a
 // refresh: only a session's latest one matters, and the leader records it

@@ -135,16 +135,12 @@ const maxGuildCount = 1 << 20
 // are null when absent. A body that is not a JSON object, form bodies
 // included, is "not a valid dict". Errors come back as a validationError
 // in pydantic v1's words.
-func parseBeat(r *http.Request) (shardmanBeat, error) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return shardmanBeat{}, err
-	}
+func parseBeat(contentType string, body []byte) (shardmanBeat, error) {
 	var b shardmanBeat
 	if len(bytes.TrimSpace(body)) == 0 {
 		return b, &validationError{[]fieldError{{Loc: []any{"body"}, Msg: "field required", Type: "value_error.missing"}}}
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, _, _ := mime.ParseMediaType(contentType)
 	notDict := &validationError{[]fieldError{{Loc: []any{"body"}, Msg: "value is not a valid dict", Type: "type_error.dict"}}}
 	if mt != "" && mt != "application/json" && !strings.HasSuffix(mt, "+json") {
 		return b, notDict // FastAPI does not parse it as JSON
@@ -306,8 +302,7 @@ func (c *Coordinator) shardmanBeat(w http.ResponseWriter, r *http.Request) error
 		shardmanDetail(w, err)
 		return nil
 	}
-	r.Body = io.NopCloser(bytes.NewReader(raw))
-	b, err := parseBeat(r)
+	b, err := parseBeat(r.Header.Get("Content-Type"), raw)
 	if err != nil {
 		shardmanDetail(w, err)
 		return nil
